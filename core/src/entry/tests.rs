@@ -1,0 +1,165 @@
+use super::*;
+use crate::nix::NixSecretKey;
+
+pub(crate) fn sample_build(builder: &str) -> NixBuild {
+    let out: StorePath = "/nix/store/y7ibd4yx63vi2jvrxcgn3diqh8qcsvfa-hello-provenix"
+        .parse()
+        .unwrap();
+    let drv: StorePath = "/nix/store/cik26rpcmicqx5srxli3i3d0bbdy8dcq-hello-provenix.drv"
+        .parse()
+        .unwrap();
+    NixBuild {
+        builder: builder.into(),
+        derivation: Some(drv),
+        drv_sha256: Some([1; 32]),
+        outputs: vec![Output {
+            name: "out".into(),
+            path: out,
+            nar_hash: "sha256-EFUdrtf6Rn0LWIJufrmg8q99aT3jGfLvd1//zaJEufY="
+                .parse()
+                .unwrap(),
+            nar_size: Some(120),
+            references: vec![],
+        }],
+        built_locally: true,
+        counter: Some(3),
+        started_on: Some("2026-11-21T23:25:15Z".into()),
+        finished_on: Some("2026-11-21T23:25:16.123Z".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn signed_build_parses_and_verifies() {
+    let key = NixSecretKey::from_seed("alpha", [9; 32]).unwrap();
+    let env = sample_build("alpha").sign(&key);
+    let entry = Entry::parse(&env.canonical_json()).unwrap();
+    assert_eq!(entry.keyid(), "alpha");
+    entry.verify(&key.public()).unwrap();
+    assert_eq!(entry.keys().len(), 1);
+    assert_eq!(
+        entry.keys()[0].to_string(),
+        "y7ibd4yx63vi2jvrxcgn3diqh8qcsvfa"
+    );
+    assert_eq!(
+        entry.outputs()[0].nar_hash.to_hex(),
+        "10551daed7fa467d0b58826e7eb9a0f2af7d693de319f2ef775fffcda244b9f6"
+    );
+    assert_eq!(entry.statement().built_locally(), Some(true));
+    assert_eq!(entry.statement().counter(), Some(3));
+    assert_eq!(entry.trace_digest(), sample_build("alpha").trace_digest());
+    let other = NixSecretKey::from_seed("alpha", [8; 32]).unwrap();
+    assert_eq!(entry.verify(&other.public()), Err(EntryError::BadSignature));
+}
+
+fn resign(payload: serde_json::Value, key: &NixSecretKey) -> Vec<u8> {
+    Envelope::sign(serde_json::to_vec(&payload).unwrap(), key).canonical_json()
+}
+
+#[test]
+fn log_requirements_are_enforced() {
+    let key = NixSecretKey::from_seed("alpha", [9; 32]).unwrap();
+    let good: serde_json::Value =
+        serde_json::to_value(sample_build("alpha").to_statement()).unwrap();
+
+    let mut v = good.clone();
+    v["predicateType"] = "https://slsa.dev/provenance/v0.2".into();
+    assert!(matches!(
+        Entry::parse(&resign(v, &key)),
+        Err(EntryError::Malformed(_))
+    ));
+
+    let mut v = good.clone();
+    v["subject"][0]["digest"]["sha256"] = "ABC".into();
+    assert!(matches!(
+        Entry::parse(&resign(v, &key)),
+        Err(EntryError::Malformed(_))
+    ));
+
+    let mut v = good.clone();
+    v["subject"][0]["name"] = "not-a-store-path".into();
+    assert!(matches!(
+        Entry::parse(&resign(v, &key)),
+        Err(EntryError::Malformed(_))
+    ));
+
+    let mut v = good.clone();
+    v["predicate"]["runDetails"]["unknownField"] = 1.into();
+    assert!(matches!(
+        Entry::parse(&resign(v, &key)),
+        Err(EntryError::Malformed(_))
+    ));
+
+    let mut v = good.clone();
+    v["predicate"]["runDetails"]["metadata"]["startedOn"] = "yesterday".into();
+    assert!(matches!(
+        Entry::parse(&resign(v, &key)),
+        Err(EntryError::Malformed(_))
+    ));
+
+    // Free-form structs take anything.
+    let mut v = good.clone();
+    v["predicate"]["buildDefinition"]["externalParameters"]["anything"] =
+        serde_json::json!({"x": [1, 2]});
+    assert!(Entry::parse(&resign(v, &key)).is_ok());
+
+    let mut v = good.clone();
+    v["predicate"]["buildDefinition"]["externalParameters"]["pad"] = "x".repeat(70_000).into();
+    assert!(matches!(
+        Entry::parse(&resign(v, &key)),
+        Err(EntryError::TooLarge(_))
+    ));
+
+    let env = sample_build("alpha").sign(&key);
+    let mut wrong_type = env.clone();
+    wrong_type.payload_type = "text/plain".into();
+    assert!(matches!(
+        Entry::from_envelope(wrong_type),
+        Err(EntryError::Malformed(_))
+    ));
+    let mut two = env.clone();
+    two.signatures.push(two.signatures[0].clone());
+    assert!(matches!(
+        Entry::from_envelope(two),
+        Err(EntryError::Malformed(_))
+    ));
+    let mut short = env;
+    short.signatures[0].sig.truncate(10);
+    assert_eq!(
+        Entry::from_envelope(short).unwrap_err(),
+        EntryError::BadSignature
+    );
+}
+
+#[test]
+fn realisation_ids_become_keys() {
+    let key = NixSecretKey::from_seed("alpha", [9; 32]).unwrap();
+    let mut b = sample_build("alpha");
+    let id = format!("sha256:{}!out", "ab".repeat(32));
+    b.drv_output_ids = vec![id.clone()];
+    let e = Entry::parse(&b.sign(&key).canonical_json()).unwrap();
+    assert!(e.keys().contains(&id.parse().unwrap()));
+    assert_eq!(e.keys().len(), 2);
+    for bad in ["sha256:zz!out", "sha256:abc", "md5:x!out", ""] {
+        assert!(bad.parse::<LookupKey>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn rfc3339() {
+    for ok in [
+        "2026-11-21T23:25:15Z",
+        "2026-11-21T23:25:15.1Z",
+        "2026-11-21T23:25:15+01:00",
+    ] {
+        assert!(is_rfc3339(ok), "{ok}");
+    }
+    for bad in [
+        "2026-11-21",
+        "2026-11-21T23:25:15",
+        "2026-11-21T23:25:15.Z",
+        "2026-11-21 23:25:15Z",
+    ] {
+        assert!(!is_rfc3339(bad), "{bad}");
+    }
+}

@@ -1,0 +1,17 @@
+//! `provenix-core`: everything two provenix programs must agree on, with no I/O.
+//!
+//! - [`nix`]: Nix's own vocabulary (store paths, nixbase32, NAR hashes, binary-cache keys).
+//! - [`entry`]: the provenance entry (DSSE envelope, in-toto Statement v1, SLSA Provenance v1)
+//!   and its canonical leaf bytes.
+//! - [`merkle`]: RFC 6962 / RFC 9162 hashing, inclusion and consistency proofs, an append-only
+//!   in-memory tree.
+//! - [`checkpoint`]: C2SP `tlog-checkpoint` in C2SP `signed-note`, log keys.
+//! - [`tile`]: C2SP `tlog-tiles` paths and entry bundles.
+//!
+//! Contracts are in `../shared/DESIGN.md`; this crate is where they are implemented once.
+
+pub mod checkpoint;
+pub mod entry;
+pub mod merkle;
+pub mod nix;
+pub mod tile;
