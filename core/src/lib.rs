@@ -10,6 +10,7 @@
 //!
 //! Contracts are in `../shared/DESIGN.md`; this crate is where they are implemented once.
 
+pub mod api;
 pub mod checkpoint;
 pub mod entry;
 pub mod merkle;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The whole provenix test suite, exactly as CI runs it:
+#   formatting, clippy (warnings denied), and every test with the real tools required
+#   (Nix, swtpm, PostgreSQL, Python cross-checkers) -- nothing skipped.
+# Installs what the tests need when missing (Debian packages via apt-get, PyPI packages in a
+# venv under target/), starts a private PostgreSQL cluster for the run and stops it after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PROVENIX_CI="${PROVENIX_CI:-1}"
+
+say() { printf '\n==> %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# --- Debian packages -------------------------------------------------------------------------
+need=()
+command -v nix-build   >/dev/null 2>&1 || need+=(nix-bin)
+command -v swtpm       >/dev/null 2>&1 || need+=(swtpm)
+command -v swtpm_setup >/dev/null 2>&1 || need+=(swtpm-tools)
+command -v tpm2_quote  >/dev/null 2>&1 || need+=(tpm2-tools)
+command -v pkg-config  >/dev/null 2>&1 || need+=(pkg-config)
+[ -e /usr/include/tss2/tss2_esys.h ]    || need+=(libtss2-dev)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ "${#need[@]}" -gt 0 ]; then
+  say "installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# --- PostgreSQL: a private cluster on a unix socket, for this run only -------------------------
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+PGDIR=$(mktemp -d /tmp/provenix-pg.XXXXXX)
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then chown postgres: "$PGDIR"; as_pg=(runuser -u postgres --); fi
+stop_pg() { "${as_pg[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$PGDIR"; }
+trap stop_pg EXIT
+say "starting PostgreSQL ($PGBIN) in $PGDIR"
+"${as_pg[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U postgres >/dev/null
+"${as_pg[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
+  -o "-k $PGDIR -c listen_addresses='' -c max_connections=300" start >/dev/null
+export PROVENIX_TEST_PG="postgres://postgres@localhost/postgres?host=$PGDIR"
+
+# --- Python cross-checkers (securesystemslib DSSE, in-toto-attestation SLSA v1) ----------------
+VENV=$ROOT/target/pyenv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import securesystemslib, in_toto_attestation' 2>/dev/null; then
+  say "installing Python checkers in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt
+fi
+export PROVENIX_PYTHON=$VENV/bin/python
+
+# --- Rust ------------------------------------------------------------------------------------
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+say "building binaries"
+cargo build --workspace --bins --all-features
+say "running tests"
+cargo nextest run --workspace --all-features --profile ci "$@"
+cargo test --workspace --all-features --doc -q
+say "all tests passed"

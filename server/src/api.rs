@@ -1,0 +1,496 @@
+//! The HTTP API of DESIGN.md §6: C2SP tiles, submission, lookup, proofs, metrics.
+//!
+//! Handlers take raw bodies and parameters and parse them here, so every rejection is one of
+//! ours (stable JSON error codes) rather than a framework default. See `docs/api.md`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use provenix_core::api::{
+    Accepted, BatchLookupRequest, BatchLookupResponse, BuilderInfo, BuildersResponse,
+    ConsistencyResponse, EntryResponse, ErrorBody, LookupResponse, ProvedEntry, SubmitRequest,
+    SubmitResponse, SubmitResult, MAX_LOOKUP_BATCH, MAX_SUBMIT_BATCH,
+};
+use provenix_core::entry::{Entry, EntryError, LookupKey};
+use provenix_core::merkle::ProofError;
+use provenix_core::tile::{TileKind, TilePath};
+use serde_json::value::RawValue;
+
+use crate::error::AppError;
+use crate::log::{Log, Validated};
+use crate::metrics::{Metrics, RequestLabel};
+
+/// Request limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted (bytes); larger gets 413 `too_large`.
+    pub max_body_bytes: usize,
+    /// How long `?wait=integrated` waits for a covering checkpoint.
+    pub wait_integrated: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 << 20,
+            wait_integrated: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared handler state.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub log: Log,
+    pub limits: Arc<Limits>,
+}
+
+/// The public router. Pure: tests call it with `tower::ServiceExt::oneshot`.
+pub fn router(state: AppState) -> Router {
+    let metrics = state.log.metrics().clone();
+    Router::new()
+        .route("/checkpoint", get(get_checkpoint))
+        .route("/tile/{*rest}", get(get_tile))
+        .route("/v1/entries", post(post_entries))
+        .route("/v1/entries/{index}", get(get_entry))
+        .route("/v1/lookup/{key}", get(get_lookup))
+        .route("/v1/lookup", post(post_lookup))
+        .route("/v1/proof/consistency", get(get_consistency))
+        .route("/v1/builders", get(get_builders))
+        .route("/metrics", get(get_metrics))
+        .route("/healthz", get(get_healthz))
+        .route_layer(middleware::from_fn_with_state(metrics.clone(), track))
+        .fallback(fallback)
+        .with_state(state)
+}
+
+async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    metrics
+        .requests
+        .get_or_create(&RequestLabel {
+            route,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+async fn fallback() -> AppError {
+    AppError::not_found("not_found", "no such endpoint")
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, AppError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let msg = e.to_string();
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || msg.contains("length limit")
+        {
+            AppError::TooLarge(format!("request body is over {limit} bytes"))
+        } else {
+            AppError::bad(
+                "malformed",
+                format!("could not read the request body: {msg}"),
+            )
+        }
+    })
+}
+
+fn raw_json(leaf: Vec<u8>) -> Result<Box<RawValue>, AppError> {
+    let s = String::from_utf8(leaf)
+        .map_err(|_| AppError::Internal("stored leaf is not UTF-8".into()))?;
+    RawValue::from_string(s).map_err(|_| AppError::Internal("stored leaf is not JSON".into()))
+}
+
+fn proof_error(e: ProofError) -> AppError {
+    match e {
+        ProofError::SizeOutOfRange { .. }
+        | ProofError::IndexOutOfRange { .. }
+        | ProofError::BadRange { .. } => AppError::bad("bad_range", e.to_string()),
+        other => AppError::Internal(other.to_string()),
+    }
+}
+
+async fn get_checkpoint(State(st): State<AppState>) -> Response {
+    let cp = st.log.checkpoint();
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        cp.note().to_owned(),
+    )
+        .into_response()
+}
+
+async fn get_tile(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+) -> Result<Response, AppError> {
+    let t = TilePath::parse(&rest).map_err(|_| {
+        AppError::bad(
+            "bad_tile_path",
+            format!("tile/{rest} is not a C2SP tile path"),
+        )
+    })?;
+    let body: bytes::Bytes = match t.kind {
+        TileKind::Hashes { .. } => st.log.hash_tile(&t).map(Into::into),
+        TileKind::Entries => st.log.entry_bundle(&t).await?,
+    }
+    .ok_or_else(|| {
+        AppError::not_found(
+            "tile_not_found",
+            format!("{t} is not covered by the current checkpoint"),
+        )
+    })?;
+    let cache = if t.is_full() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn validate(log: &Log, raw: &RawValue) -> Result<Validated, EntryError> {
+    let entry = Entry::parse(raw.get().as_bytes())?;
+    let key = log
+        .builder_key(entry.keyid())
+        .ok_or_else(|| EntryError::UnknownBuilder(entry.keyid().to_owned()))?;
+    entry.verify(&key)?;
+    let keys = entry.keys().iter().map(ToString::to_string).collect();
+    let leaf_hash = entry.leaf_hash();
+    Ok(Validated {
+        leaf: entry.into_leaf_bytes(),
+        leaf_hash,
+        keys,
+    })
+}
+
+fn wait_param(query: Option<&str>) -> Result<bool, AppError> {
+    let mut wait = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("wait", "integrated")) => wait = true,
+            Some(("wait", v)) => {
+                return Err(AppError::bad(
+                    "malformed",
+                    format!("wait={v}: the only value is `integrated`"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(wait)
+}
+
+async fn post_entries(
+    State(st): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Result<Json<SubmitResponse>, AppError> {
+    let wait = wait_param(query.as_deref())?;
+    let bytes = read_body(body, st.limits.max_body_bytes).await?;
+    let req: SubmitRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        AppError::bad(
+            "malformed",
+            format!("body must be {{\"entries\":[envelope, …]}}: {e}"),
+        )
+    })?;
+    if req.entries.is_empty() {
+        return Err(AppError::bad("malformed", "entries is empty"));
+    }
+    if req.entries.len() > MAX_SUBMIT_BATCH {
+        return Err(AppError::TooLarge(format!(
+            "{} entries in one request; the limit is {MAX_SUBMIT_BATCH}",
+            req.entries.len()
+        )));
+    }
+    let log = st.log.clone();
+    let checked: Vec<Result<Validated, EntryError>> = tokio::task::spawn_blocking(move || {
+        req.entries.iter().map(|raw| validate(&log, raw)).collect()
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("validation task: {e}")))?;
+
+    let accepted: Vec<Validated> = checked
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    let assigned = st.log.submit(accepted).await?;
+    let metrics = st.log.metrics();
+    let mut assigned = assigned.into_iter();
+    let mut results = Vec::with_capacity(checked.len());
+    for r in &checked {
+        match r {
+            Ok(_) => {
+                let Some(a) = assigned.next() else {
+                    return Err(AppError::Internal(
+                        "sequencer returned too few results".into(),
+                    ));
+                };
+                metrics.entry(if a.duplicate { "duplicate" } else { "accepted" });
+                results.push(SubmitResult::Accepted(Accepted {
+                    index: a.index,
+                    leaf_hash: a.leaf_hash,
+                    duplicate: a.duplicate,
+                    inclusion_proof: None,
+                }));
+            }
+            Err(e) => {
+                metrics.entry(e.code());
+                results.push(SubmitResult::Rejected {
+                    error: ErrorBody {
+                        code: e.code().to_owned(),
+                        message: e.to_string(),
+                    },
+                });
+            }
+        }
+    }
+    let mut checkpoint = None;
+    let max_index = results
+        .iter()
+        .filter_map(|r| match r {
+            SubmitResult::Accepted(a) => Some(a.index),
+            SubmitResult::Rejected { .. } => None,
+        })
+        .max();
+    if let (true, Some(max)) = (wait, max_index) {
+        if let Some(cp) = st.log.wait_integrated(max, st.limits.wait_integrated).await {
+            for r in &mut results {
+                if let SubmitResult::Accepted(a) = r {
+                    a.inclusion_proof = Some(
+                        st.log
+                            .inclusion_proof(a.index, cp.size())
+                            .map_err(proof_error)?,
+                    );
+                }
+            }
+            checkpoint = Some(cp.note().to_owned());
+        }
+    }
+    Ok(Json(SubmitResponse {
+        checkpoint,
+        results,
+    }))
+}
+
+async fn get_entry(
+    State(st): State<AppState>,
+    Path(index): Path<String>,
+) -> Result<Json<EntryResponse>, AppError> {
+    let index: u64 = index
+        .parse()
+        .map_err(|_| AppError::bad("bad_index", format!("{index:?} is not a leaf index")))?;
+    let cp = st.log.checkpoint();
+    if index >= cp.size() {
+        return Err(AppError::not_found(
+            "index_out_of_range",
+            format!(
+                "index {index} is not below the checkpoint size {}",
+                cp.size()
+            ),
+        ));
+    }
+    let leaf = st
+        .log
+        .leaf(index)
+        .await?
+        .ok_or_else(|| AppError::Internal(format!("leaf {index} missing from storage")))?;
+    let leaf_hash = st
+        .log
+        .leaf_hash(index)
+        .ok_or_else(|| AppError::Internal(format!("leaf hash {index} missing")))?;
+    let inclusion_proof = st
+        .log
+        .inclusion_proof(index, cp.size())
+        .map_err(proof_error)?;
+    Ok(Json(EntryResponse {
+        index,
+        leaf_hash,
+        envelope: raw_json(leaf)?,
+        checkpoint: cp.note().to_owned(),
+        inclusion_proof,
+    }))
+}
+
+fn parse_key(s: &str) -> Result<String, AppError> {
+    s.parse::<LookupKey>()
+        .map(|k| k.to_string())
+        .map_err(|e| AppError::bad("bad_key", format!("{s:?}: {e}")))
+}
+
+async fn proved(
+    st: &AppState,
+    keys: &[String],
+) -> Result<(String, BTreeMap<String, Vec<ProvedEntry>>), AppError> {
+    let cp = st.log.checkpoint();
+    let rows = st.log.lookup(keys, cp.size()).await?;
+    st.log.metrics().lookup_keys.inc_by(keys.len() as u64);
+    let indices: Vec<u64> = rows.iter().map(|r| r.index).collect();
+    let proofs = st
+        .log
+        .inclusion_proofs(&indices, cp.size())
+        .map_err(proof_error)?;
+    let mut out: BTreeMap<String, Vec<ProvedEntry>> =
+        keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    for (row, proof) in rows.into_iter().zip(proofs) {
+        let leaf_hash = st
+            .log
+            .leaf_hash(row.index)
+            .ok_or_else(|| AppError::Internal(format!("leaf hash {} missing", row.index)))?;
+        out.entry(row.key).or_default().push(ProvedEntry {
+            index: row.index,
+            leaf_hash,
+            envelope: raw_json(row.leaf)?,
+            inclusion_proof: proof,
+        });
+    }
+    Ok((cp.note().to_owned(), out))
+}
+
+async fn get_lookup(
+    State(st): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<LookupResponse>, AppError> {
+    let key = parse_key(&key)?;
+    let (checkpoint, mut results) = proved(&st, std::slice::from_ref(&key)).await?;
+    Ok(Json(LookupResponse {
+        checkpoint,
+        entries: results.remove(&key).unwrap_or_default(),
+    }))
+}
+
+async fn post_lookup(
+    State(st): State<AppState>,
+    body: Body,
+) -> Result<Json<BatchLookupResponse>, AppError> {
+    let bytes = read_body(body, st.limits.max_body_bytes).await?;
+    let req: BatchLookupRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| AppError::bad("malformed", format!("body must be {{\"keys\":[…]}}: {e}")))?;
+    if req.keys.len() > MAX_LOOKUP_BATCH {
+        return Err(AppError::TooLarge(format!(
+            "{} keys in one request; the limit is {MAX_LOOKUP_BATCH}",
+            req.keys.len()
+        )));
+    }
+    let mut keys = req
+        .keys
+        .iter()
+        .map(|k| parse_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    keys.sort();
+    keys.dedup();
+    let (checkpoint, results) = proved(&st, &keys).await?;
+    Ok(Json(BatchLookupResponse {
+        checkpoint,
+        results,
+    }))
+}
+
+async fn get_consistency(
+    State(st): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ConsistencyResponse>, AppError> {
+    let (mut from, mut to) = (None, None);
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let n = || {
+            v.parse::<u64>()
+                .map_err(|_| AppError::bad("bad_range", format!("{k}={v:?} is not a tree size")))
+        };
+        match k {
+            "from" => from = Some(n()?),
+            "to" => to = Some(n()?),
+            _ => {}
+        }
+    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(AppError::bad("bad_range", "need ?from=M&to=N"));
+    };
+    let size = st.log.checkpoint().size();
+    if from > to || to > size {
+        return Err(AppError::bad(
+            "bad_range",
+            format!("need from <= to <= {size} (the current checkpoint size); got {from}..{to}"),
+        ));
+    }
+    // An empty tree is a prefix of every tree: nothing to prove (C2SP tlog-witness).
+    let proof = if from == 0 || from == to {
+        Vec::new()
+    } else {
+        st.log.consistency_proof(from, to).map_err(proof_error)?
+    };
+    Ok(Json(ConsistencyResponse { from, to, proof }))
+}
+
+async fn get_builders(State(st): State<AppState>) -> Json<BuildersResponse> {
+    let b = st.log.builders();
+    let mut builders: Vec<BuilderInfo> = b
+        .iter()
+        .map(|(name, key)| BuilderInfo {
+            name: name.clone(),
+            key: key.to_string(),
+        })
+        .collect();
+    builders.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(BuildersResponse { builders })
+}
+
+async fn get_metrics(State(st): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        st.log.metrics().encode(),
+    )
+        .into_response()
+}
+
+async fn get_healthz(State(st): State<AppState>) -> Response {
+    let cp = st.log.checkpoint();
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "status": "ok",
+            "origin": st.log.signer().name(),
+            "sequenced": st.log.sequenced_size(),
+            "checkpoint": cp.size(),
+        })),
+    )
+        .into_response()
+}

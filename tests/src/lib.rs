@@ -1,0 +1,65 @@
+//! Test harness shared by provenix's end-to-end tests: locating the built binaries, starting
+//! `provenixd` on a free port, PostgreSQL databases, and the "required in CI" rule.
+//!
+//! Binaries are the ones `cargo build --workspace` put next to the test executable
+//! (`target/<profile>/`); the README's test command builds them first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod gen;
+pub mod pg;
+pub mod server;
+
+use std::path::PathBuf;
+
+/// Whether we run under CI rules (`PROVENIX_CI=1`): every test's tools must be present.
+pub fn ci() -> bool {
+    std::env::var_os("PROVENIX_CI").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
+/// Returns true if `tool` is on PATH. Without it: in CI, panic; otherwise print why the test is
+/// skipped and return false.
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        if ci() {
+            panic!("{tool} is required (PROVENIX_CI is set) but not on PATH");
+        }
+        eprintln!("SKIP: {tool} not found on PATH (set PROVENIX_CI=1 to make this a failure)");
+    }
+    found
+}
+
+/// The directory holding the workspace's built binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf();
+    dir
+}
+
+/// Path of a workspace binary (`provenixd`, `provenix`), built beforehand.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --workspace --bins` first (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// The shared test vectors (`../shared/vectors` beside the workspace).
+pub fn vectors() -> PathBuf {
+    std::env::var_os("PROVENIX_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors"))
+        })
+}

@@ -1,0 +1,120 @@
+//! PostgreSQL for tests: the README's test command starts one server and exports
+//! `PROVENIX_TEST_PG` (a URL to a database with CREATE DATABASE rights); each test gets a
+//! fresh database of its own.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sqlx::Connection as _;
+
+/// A throwaway database, dropped with the value.
+#[derive(Debug)]
+pub struct PgDb {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The admin URL, or `None` (after printing why) when PostgreSQL tests cannot run here.
+/// In CI (`PROVENIX_CI=1`) a missing server is a failure.
+pub fn admin_url() -> Option<String> {
+    match std::env::var("PROVENIX_TEST_PG") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                !crate::ci(),
+                "PROVENIX_TEST_PG must be set in CI (the test script starts PostgreSQL)"
+            );
+            eprintln!(
+                "SKIP: PROVENIX_TEST_PG not set; run the README's test command to start PostgreSQL"
+            );
+            None
+        }
+    }
+}
+
+/// Replaces the database name in a postgres URL.
+fn with_db(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+impl PgDb {
+    /// Creates a fresh database; `None` if PostgreSQL is not available (outside CI).
+    pub async fn create() -> Option<Self> {
+        let admin_url = admin_url()?;
+        let name = format!(
+            "provenix_t{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        let mut c = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to PROVENIX_TEST_PG: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .expect("create database");
+        Some(Self {
+            url: with_db(&admin_url, &name),
+            admin_url,
+            name,
+        })
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Best effort, on a thread of its own (Drop may run inside or outside a runtime).
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn db_name_is_replaced() {
+        assert_eq!(
+            super::with_db("postgres://u@h/postgres?host=/tmp/x", "d"),
+            "postgres://u@h/d?host=/tmp/x"
+        );
+        assert_eq!(
+            super::with_db("postgres://u:p@h:5/postgres", "d"),
+            "postgres://u:p@h:5/d"
+        );
+    }
+}
