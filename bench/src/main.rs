@@ -1,0 +1,31 @@
+//! `provenix-bench`: each subcommand runs one benchmark on this machine and prints its figures.
+//! Build with `--release`; binaries under test are taken from the same target directory, so
+//! run `cargo build --release --workspace --bins` first.
+//!
+//! ```sh
+//! cargo build --release --workspace --bins
+//! cargo run --release -p provenix-bench -- <benchmark> [options]
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+/// provenix benchmarks. Figures are medians/percentiles over the run; the machine is shared,
+/// so compare ratios taken in the same run.
+#[derive(Parser)]
+#[command(name = "provenix-bench")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.bench {}
+}
