@@ -63,3 +63,30 @@ pub fn vectors() -> PathBuf {
             PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors"))
         })
 }
+
+/// The Python interpreter with the third-party checkers installed (`PROVENIX_PYTHON`, set by the
+/// README's test command). `None` (after printing why) outside CI when it is not set.
+pub fn python() -> Option<PathBuf> {
+    match std::env::var_os("PROVENIX_PYTHON") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            assert!(!ci(), "PROVENIX_PYTHON must be set in CI (the test script creates the venv)");
+            eprintln!("SKIP: PROVENIX_PYTHON not set; run the README's test command");
+            None
+        }
+    }
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A multi-threaded tokio runtime for tests that drive real processes.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
