@@ -1,31 +1,4 @@
 //! The `.narinfo` file of Nix's binary-cache protocol: parse, format, fingerprint, sign.
-//!
-//! [`NarInfo::parse`] is strict where Nix is strict (`Key: value` lines, the final newline, a
-//! non-zero `NarSize`, `StorePath` and `NarHash` present) and stricter where Nix is lax, because
-//! a narinfo reaches provenix from an untrusted upstream: unknown fields, duplicated fields (other
-//! than `Sig`), empty lines, control characters, malformed signatures and more than
-//! [`MAX_SIGNATURES`] signatures are refused, and the whole file is limited to
-//! [`MAX_NARINFO_BYTES`].
-//!
-//! [`Display`](fmt::Display) writes the fields in the order Nix writes them (`StorePath`, `URL`,
-//! `Compression`, `FileHash`, `FileSize`, `NarHash`, `NarSize`, `References`, `Deriver`, `System`,
-//! `Sig`…, `CA`), with `NarHash`/`FileHash` as `sha256:<nix32>`, a `Compression` line always
-//! present (Nix reads a missing one as bzip2) and the final newline Nix requires. A narinfo that
-//! Nix wrote therefore formats back byte-for-byte; other producers' files may be normalised.
-//!
-//! # What is authenticated
-//! Nothing in a parsed narinfo is: every field is whatever the upstream sent. A [`Sig`
-//! line](NarInfoSignature) authenticates only the [fingerprint](NarInfo::fingerprint)
-//! (`StorePath`, `NarHash`, `NarSize`, `References`), and only once it verified under a key the
-//! caller trusts. `URL`, `Compression`, `FileHash`, `FileSize`, `Deriver`, `System` and `CA` are
-//! never covered by a signature.
-//!
-//! # Never pass through a signature we did not check
-//! Nix accepts a narinfo if *any* `Sig` verifies, and fails hard on a malformed `Sig` under a
-//! trusted name. So a narinfo provenix serves carries only signatures it made or verified:
-//! [`NarInfo::resign`] drops every signature and signs with the local key;
-//! [`NarInfo::retain_verified_signatures`] keeps only the ones that verify; and every setter of
-//! a fingerprint field drops all signatures, since they no longer cover the data.
 
 use std::fmt;
 use std::str::FromStr;
@@ -158,7 +131,34 @@ pub fn fingerprint(
     )
 }
 
-/// A parsed `.narinfo`. See the [module documentation](self) for what is authenticated.
+/// A parsed `.narinfo`.
+///
+/// [`NarInfo::parse`] is strict where Nix is strict (`Key: value` lines, the final newline, a
+/// non-zero `NarSize`, `StorePath` and `NarHash` present) and stricter where Nix is lax, because
+/// a narinfo reaches provenix from an untrusted upstream: unknown fields, duplicated fields (other
+/// than `Sig`), empty lines, control characters, malformed signatures and more than
+/// [`MAX_SIGNATURES`] signatures are refused, and the whole file is limited to
+/// [`MAX_NARINFO_BYTES`].
+///
+/// [`Display`](fmt::Display) writes the fields in the order Nix writes them (`StorePath`, `URL`,
+/// `Compression`, `FileHash`, `FileSize`, `NarHash`, `NarSize`, `References`, `Deriver`, `System`,
+/// `Sig`…, `CA`), with `NarHash`/`FileHash` as `sha256:<nix32>`, a `Compression` line always
+/// present (Nix reads a missing one as bzip2) and the final newline Nix requires. A narinfo that
+/// Nix wrote therefore formats back byte-for-byte; other producers' files may be normalised.
+///
+/// # What is authenticated
+/// Nothing in a parsed narinfo is: every field is whatever the upstream sent. A [`Sig`
+/// line](NarInfoSignature) authenticates only the [fingerprint](NarInfo::fingerprint)
+/// (`StorePath`, `NarHash`, `NarSize`, `References`), and only once it verified under a key the
+/// caller trusts. `URL`, `Compression`, `FileHash`, `FileSize`, `Deriver`, `System` and `CA` are
+/// never covered by a signature.
+///
+/// # Never pass through a signature we did not check
+/// Nix accepts a narinfo if *any* `Sig` verifies, and fails hard on a malformed `Sig` under a
+/// trusted name. So a narinfo provenix serves carries only signatures it made or verified:
+/// [`NarInfo::resign`] drops every signature and signs with the local key;
+/// [`NarInfo::retain_verified_signatures`] keeps only the ones that verify; and every setter of
+/// a fingerprint field drops all signatures, since they no longer cover the data.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct NarInfo {
     store_path: StorePath,
@@ -272,7 +272,7 @@ impl NarInfo {
         })
     }
 
-    /// Parses a narinfo (see the [module documentation](self) for the rules).
+    /// Parses a narinfo (see [`NarInfo`] for the rules).
     pub fn parse(input: &[u8]) -> Result<Self, NarInfoError> {
         if input.len() > MAX_NARINFO_BYTES {
             return Err(NarInfoError::TooLarge(input.len()));
