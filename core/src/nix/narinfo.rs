@@ -886,4 +886,27 @@ Sig: provenix-fixture-1:uC5XuB8R0VHi9M2QDYyVpV6Is9GAfX63iAC2suUhVCOF2eaE3MlameZb
         );
         assert!(n.set_url("has space").is_err());
     }
+
+    proptest::proptest! {
+        /// Mutated real narinfo: never a panic, and whatever parses formats to a fixed point.
+        #[test]
+        fn mutations_never_panic_and_reparse(
+            edits in proptest::collection::vec((0..LEAF.len(), 0u8..=255), 1..4),
+            cut in LEAF.len() - 40..LEAF.len() + 40,
+        ) {
+            let mut bytes = LEAF.as_bytes().to_vec();
+            bytes.truncate(cut);
+            for (at, b) in edits {
+                if let Some(x) = bytes.get_mut(at) {
+                    *x = b;
+                }
+            }
+            if let Ok(n) = NarInfo::parse(&bytes) {
+                let text = n.to_string();
+                let again: NarInfo = text.parse().unwrap();
+                proptest::prop_assert_eq!(&again, &n);
+                proptest::prop_assert_eq!(again.to_string(), text);
+            }
+        }
+    }
 }

@@ -507,4 +507,24 @@ mod tests {
         let long = format!("any of [{}]", vec!["abcdefgh"; 500].join(", "));
         assert_eq!(err(&long), (1, TooLong));
     }
+
+    proptest::proptest! {
+        /// Token soup: never a panic; whatever parses prints canonically and parses back equal.
+        #[test]
+        fn token_soup(tokens in proptest::collection::vec(proptest::sample::select(
+            vec!["all", "any", "1", "2", "3", "of", "[", "]", ",", "a", "b", "c", "d"]), 0..24),
+            glue in proptest::sample::select(vec!["", " ", "\n"]),
+        ) {
+            let s = tokens.join(glue);
+            if let Ok(t) = s.parse::<Threshold>() {
+                let printed = t.to_string();
+                proptest::prop_assert_eq!(printed.parse::<Threshold>().unwrap(), t);
+            }
+        }
+
+        #[test]
+        fn arbitrary_unicode(s in ".{0,64}") {
+            let _ = s.parse::<Threshold>();
+        }
+    }
 }
