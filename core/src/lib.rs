@@ -7,6 +7,7 @@
 //!   in-memory tree.
 //! - [`checkpoint`]: C2SP `tlog-checkpoint` in C2SP `signed-note`, log keys.
 //! - [`tile`]: C2SP `tlog-tiles` paths and entry bundles.
+//! - [`policy`]: `trust.toml`, the threshold language and the quorum decision for a store path.
 //!
 //! Contracts are in `../shared/DESIGN.md`; this crate is where they are implemented once.
 
@@ -15,4 +16,5 @@ pub mod checkpoint;
 pub mod entry;
 pub mod merkle;
 pub mod nix;
+pub mod policy;
 pub mod tile;

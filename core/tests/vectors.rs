@@ -1,6 +1,9 @@
 //! The public vectors in `../shared/vectors/tlog/` through provenix's own verifier.
 //! Set `PROVENIX_VECTORS` to point elsewhere; the directory is required (CI has it).
 
+// Test helpers outside #[test] functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;

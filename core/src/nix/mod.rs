@@ -1,13 +1,18 @@
-//! Nix's vocabulary as small typed values: store paths, NAR hashes, binary-cache keys.
+//! Nix's vocabulary as small typed values: store paths, NAR hashes, binary-cache keys, narinfo.
 //!
 //! Every type here parses and formats (`Display`) byte-exactly in the form Nix itself uses.
 
 mod key;
 mod nar_hash;
+mod narinfo;
 mod store_path;
 
 pub use key::{is_valid_key_name, KeyError, NixPublicKey, NixSecretKey};
 pub use nar_hash::{NarHash, NarHashError};
+pub use narinfo::{
+    fingerprint, NarInfo, NarInfoError, NarInfoSignature, DEFAULT_COMPRESSION, MAX_NARINFO_BYTES,
+    MAX_SIGNATURES,
+};
 pub use store_path::{StorePath, StorePathError, StorePathHash, STORE_DIR};
 
 /// nixbase32 encoding (Nix's own alphabet and bit order).
