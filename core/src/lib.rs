@@ -7,6 +7,8 @@
 //!   in-memory tree.
 //! - [`checkpoint`]: C2SP `tlog-checkpoint` in C2SP `signed-note`, log keys.
 //! - [`tile`]: C2SP `tlog-tiles` paths and entry bundles.
+//! - [`tpm`]: TPM 2.0 quote verification (structures, EK certificates, event logs, the
+//!   `tpm2-quote` byproduct).
 //!
 //! Contracts are in `../shared/DESIGN.md`; this crate is where they are implemented once.
 
@@ -15,3 +17,4 @@ pub mod entry;
 pub mod merkle;
 pub mod nix;
 pub mod tile;
+pub mod tpm;
