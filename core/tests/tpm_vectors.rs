@@ -115,8 +115,13 @@ fn gcp_quote_verifies_only_when_sha1_is_allowed() {
     );
     // The default policy also wants the SHA-256 bank: SHA-1 is refused first.
     assert_eq!(
-        verify_quote(&gcp_bundle(), &[], &AkTrust::default(), &QuotePolicy::default())
-            .unwrap_err(),
+        verify_quote(
+            &gcp_bundle(),
+            &[],
+            &AkTrust::default(),
+            &QuotePolicy::default()
+        )
+        .unwrap_err(),
         QuoteError::Sha1NotAllowed
     );
 }
