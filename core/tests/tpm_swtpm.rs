@@ -477,7 +477,7 @@ fn swtpm_wrong_root_ca_is_refused() {
     assert!(matches!(
         verify_ek_certificate(
             &cert,
-            &[inter.clone()],
+            std::slice::from_ref(&inter),
             &other_roots,
             &ek_public,
             Some(now())
@@ -493,8 +493,14 @@ fn swtpm_wrong_root_ca_is_refused() {
     ));
     // Outside the validity period.
     assert!(matches!(
-        verify_ek_certificate(&cert, &[inter.clone()], &roots, &ek_public, Some(1_000_000))
-            .unwrap_err(),
+        verify_ek_certificate(
+            &cert,
+            std::slice::from_ref(&inter),
+            &roots,
+            &ek_public,
+            Some(1_000_000)
+        )
+        .unwrap_err(),
         EkError::Expired { .. }
     ));
     // The intermediate offered as the EK certificate: a CA.
