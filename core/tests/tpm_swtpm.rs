@@ -35,13 +35,20 @@ const TOOLS: [&str; 14] = [
     "tpm2_pcrextend",
 ];
 
+/// The full path of `tool` on PATH.
+fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
 /// Whether every tool is on PATH; otherwise skip (locally) or fail (CI).
 fn tools_present() -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
     let missing: Vec<&str> = TOOLS
         .iter()
         .copied()
-        .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+        .filter(|t| which(t).is_none())
         .collect();
     if missing.is_empty() {
         return true;
@@ -95,7 +102,8 @@ impl TpmState {
         std::fs::write(
             d.join("setup.conf"),
             format!(
-                "create_certs_tool= /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\ncreate_certs_tool_options = {}\nactive_pcr_banks = sha256\n",
+                "create_certs_tool= {}\ncreate_certs_tool_config = {}\ncreate_certs_tool_options = {}\nactive_pcr_banks = sha256\n",
+                which("swtpm_localca").unwrap().display(),
                 p("localca.conf"),
                 p("localca.options")
             ),
