@@ -516,6 +516,33 @@ fn swtpm_wrong_root_ca_is_refused() {
         verify_ek_certificate(&inter, &[], &roots, &ek_public, Some(now())).unwrap_err(),
         EkError::EkIsCa
     );
+    // A truncated or extended certificate: refused, never a panic (zero padding is accepted,
+    // as some TPMs store the certificate padded to the NV index size).
+    for n in 0..cert.len() {
+        assert!(verify_ek_certificate(&cert[..n], &[], &roots, &ek_public, None).is_err());
+    }
+    let mut padded = cert.clone();
+    padded.extend([0u8; 64]);
+    verify_ek_certificate(
+        &padded,
+        std::slice::from_ref(&inter),
+        &roots,
+        &ek_public,
+        None,
+    )
+    .unwrap();
+    padded.push(1);
+    assert!(matches!(
+        verify_ek_certificate(
+            &padded,
+            std::slice::from_ref(&inter),
+            &roots,
+            &ek_public,
+            None
+        )
+        .unwrap_err(),
+        EkError::Certificate { .. }
+    ));
     // And the right root passes.
     verify_ek_certificate(&cert, &[inter], &roots, &ek_public, Some(now())).unwrap();
 }

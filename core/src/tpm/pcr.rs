@@ -25,10 +25,11 @@ pub struct PcrBankSelection {
 
 impl PcrBankSelection {
     /// A bank selecting `indices` with the usual 3-byte bitmap (or larger if an index needs it).
+    /// Indices above [`MAX_PCR_INDEX`] are ignored.
     pub fn new(hash: HashAlg, indices: impl IntoIterator<Item = u8>) -> Self {
         let mut mask = 0u64;
-        for i in indices {
-            mask |= 1u64 << (i.min(MAX_PCR_INDEX));
+        for i in indices.into_iter().filter(|i| *i <= MAX_PCR_INDEX) {
+            mask |= 1u64 << i;
         }
         let bytes_needed = ((64 - mask.leading_zeros()) as u8).div_ceil(8);
         Self {

@@ -32,6 +32,10 @@ impl ObjectAttributes {
     pub const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
     pub const USER_WITH_AUTH: u32 = 1 << 6;
     pub const ADMIN_WITH_POLICY: u32 = 1 << 7;
+    /// TPM 2.0 Library 1.83: the object is bound to the firmware's secret.
+    pub const FIRMWARE_LIMITED: u32 = 1 << 8;
+    /// TPM 2.0 Library 1.83: the object is bound to the firmware's security version.
+    pub const SVN_LIMITED: u32 = 1 << 9;
     pub const NO_DA: u32 = 1 << 10;
     pub const ENCRYPTED_DUPLICATION: u32 = 1 << 11;
     pub const RESTRICTED: u32 = 1 << 16;
@@ -39,7 +43,7 @@ impl ObjectAttributes {
     pub const SIGN: u32 = 1 << 18;
     pub const X509_SIGN: u32 = 1 << 19;
     /// Bits the specification reserves (must be clear).
-    pub const RESERVED: u32 = (1 << 0) | (1 << 3) | (1 << 8) | (1 << 9) | 0xF000 | 0xFFF0_0000;
+    pub const RESERVED: u32 = (1 << 0) | (1 << 3) | 0xF000 | 0xFFF0_0000;
 
     pub fn has(self, bit: u32) -> bool {
         self.0 & bit == bit
@@ -66,7 +70,7 @@ impl ObjectAttributes {
 
 impl fmt::Debug for ObjectAttributes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [(u32, &str); 12] = [
+        const NAMES: [(u32, &str); 14] = [
             (ObjectAttributes::FIXED_TPM, "fixedTPM"),
             (ObjectAttributes::ST_CLEAR, "stClear"),
             (ObjectAttributes::FIXED_PARENT, "fixedParent"),
@@ -76,6 +80,8 @@ impl fmt::Debug for ObjectAttributes {
             ),
             (ObjectAttributes::USER_WITH_AUTH, "userWithAuth"),
             (ObjectAttributes::ADMIN_WITH_POLICY, "adminWithPolicy"),
+            (ObjectAttributes::FIRMWARE_LIMITED, "firmwareLimited"),
+            (ObjectAttributes::SVN_LIMITED, "svnLimited"),
             (ObjectAttributes::NO_DA, "noDA"),
             (
                 ObjectAttributes::ENCRYPTED_DUPLICATION,

@@ -436,33 +436,22 @@ pub fn verify_signature(
             let (Some(r), Some(s)) = (left_pad(r, size), left_pad(s, size)) else {
                 return Err(QuoteError::BadSignature);
             };
+            let mut point = vec![0x04];
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let mut rs = r;
+            rs.extend_from_slice(&s);
             let ok = if *curve == EccCurve::NIST_P256 {
-                let point = p256::EncodedPoint::from_affine_coordinates(
-                    p256::FieldBytes::from_slice(&x),
-                    p256::FieldBytes::from_slice(&y),
-                    false,
-                );
-                let vk = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
+                let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
                     .map_err(|_| QuoteError::AkWeakKey("ECC point is not on P-256".into()))?;
-                let sig = p256::ecdsa::Signature::from_scalars(
-                    *p256::FieldBytes::from_slice(&r),
-                    *p256::FieldBytes::from_slice(&s),
-                )
-                .map_err(|_| QuoteError::BadSignature)?;
+                let sig = p256::ecdsa::Signature::from_slice(&rs)
+                    .map_err(|_| QuoteError::BadSignature)?;
                 vk.verify_prehash(&digest, &sig).is_ok()
             } else {
-                let point = p384::EncodedPoint::from_affine_coordinates(
-                    p384::FieldBytes::from_slice(&x),
-                    p384::FieldBytes::from_slice(&y),
-                    false,
-                );
-                let vk = p384::ecdsa::VerifyingKey::from_encoded_point(&point)
+                let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(&point)
                     .map_err(|_| QuoteError::AkWeakKey("ECC point is not on P-384".into()))?;
-                let sig = p384::ecdsa::Signature::from_scalars(
-                    *p384::FieldBytes::from_slice(&r),
-                    *p384::FieldBytes::from_slice(&s),
-                )
-                .map_err(|_| QuoteError::BadSignature)?;
+                let sig = p384::ecdsa::Signature::from_slice(&rs)
+                    .map_err(|_| QuoteError::BadSignature)?;
                 vk.verify_prehash(&digest, &sig).is_ok()
             };
             if ok {
