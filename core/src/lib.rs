@@ -8,6 +8,8 @@
 //! - [`checkpoint`]: C2SP `tlog-checkpoint` in C2SP `signed-note`, log keys.
 //! - [`tile`]: C2SP `tlog-tiles` paths and entry bundles.
 //! - [`policy`]: `trust.toml`, the threshold language and the quorum decision for a store path.
+//! - [`tpm`]: TPM 2.0 quote verification (structures, EK certificates, event logs, the
+//!   `tpm2-quote` byproduct).
 //!
 //! Contracts are in `../shared/DESIGN.md`; this crate is where they are implemented once.
 
@@ -18,3 +20,4 @@ pub mod merkle;
 pub mod nix;
 pub mod policy;
 pub mod tile;
+pub mod tpm;
