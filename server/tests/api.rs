@@ -10,7 +10,8 @@ use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt as _;
 use provenix_core::api::{
-    BatchLookupResponse, ConsistencyResponse, EntryResponse, LookupResponse, SubmitResponse, SubmitResult,
+    BatchLookupResponse, ConsistencyResponse, EntryResponse, LookupResponse, SubmitResponse,
+    SubmitResult,
 };
 use provenix_core::checkpoint::{LogSigner, LogVerifier};
 use provenix_core::entry::Envelope;
@@ -45,7 +46,10 @@ enum Backend {
 
 async fn open_store(b: Backend, dir: &std::path::Path) -> Option<(Store, Option<PgDb>)> {
     match b {
-        Backend::Sqlite => Some((Store::open(&Store::sqlite_url_in(dir), 2).await.unwrap(), None)),
+        Backend::Sqlite => Some((
+            Store::open(&Store::sqlite_url_in(dir), 2).await.unwrap(),
+            None,
+        )),
         Backend::Postgres => {
             let db = PgDb::create().await?;
             Some((Store::open(&db.url, 2).await.unwrap(), Some(db)))
@@ -60,11 +64,19 @@ async fn fixture(b: Backend) -> Option<Fx> {
     let alpha = gen::builder_key("alpha");
     let beta = gen::builder_key("beta");
     for k in [&alpha, &beta] {
-        store.add_builder(k.name(), &k.public().to_string()).await.unwrap();
+        store
+            .add_builder(k.name(), &k.public().to_string())
+            .await
+            .unwrap();
     }
-    let log = Log::open(store.clone(), signer.clone(), LogConfig::default(), Metrics::new())
-        .await
-        .unwrap();
+    let log = Log::open(
+        store.clone(),
+        signer.clone(),
+        LogConfig::default(),
+        Metrics::new(),
+    )
+    .await
+    .unwrap();
     let app = router(AppState {
         log: log.clone(),
         limits: Arc::new(Limits {
@@ -86,10 +98,22 @@ async fn fixture(b: Backend) -> Option<Fx> {
 }
 
 async fn call(app: &Router, method: Method, uri: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-    let req = Request::builder().method(method).uri(uri).body(Body::from(body)).unwrap();
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body))
+        .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
-    (status, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+    (
+        status,
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
 }
 
 fn submit_body(envs: &[Vec<u8>]) -> Vec<u8> {
@@ -105,7 +129,11 @@ fn submit_body(envs: &[Vec<u8>]) -> Vec<u8> {
 }
 
 async fn submit(fx: &Fx, envs: &[Vec<u8>], wait: bool) -> SubmitResponse {
-    let uri = if wait { "/v1/entries?wait=integrated" } else { "/v1/entries" };
+    let uri = if wait {
+        "/v1/entries?wait=integrated"
+    } else {
+        "/v1/entries"
+    };
     let (s, body) = call(&fx.app, Method::POST, uri, submit_body(envs)).await;
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).unwrap()
@@ -156,15 +184,24 @@ both_backends!(
 async fn submit_lookup_and_prove(fx: Fx) {
     let envs: Vec<Vec<u8>> = (0..5).map(|i| gen::signed(&fx.alpha, i, i)).collect();
     let resp = submit(&fx, &envs, true).await;
-    let cp = fx.verifier.verify(resp.checkpoint.as_deref().unwrap()).unwrap();
+    let cp = fx
+        .verifier
+        .verify(resp.checkpoint.as_deref().unwrap())
+        .unwrap();
     assert_eq!(cp.size(), 5);
     for (i, r) in resp.results.iter().enumerate() {
         let a = accepted(r);
         assert_eq!(a.index, i as u64);
         assert!(!a.duplicate);
         assert_eq!(a.leaf_hash, merkle::leaf_hash(&envs[i]));
-        merkle::verify_inclusion(&a.leaf_hash, a.index, cp.size(), a.inclusion_proof.as_ref().unwrap(), cp.root())
-            .unwrap();
+        merkle::verify_inclusion(
+            &a.leaf_hash,
+            a.index,
+            cp.size(),
+            a.inclusion_proof.as_ref().unwrap(),
+            cp.root(),
+        )
+        .unwrap();
     }
     // Lookup by store-path hash part, single and batch, each against one checkpoint.
     let key = gen::store_path(3, "pkg-3").hash().to_string();
@@ -178,8 +215,15 @@ async fn submit_lookup_and_prove(fx: Fx) {
     entries[0].entry.verify(&fx.alpha.public()).unwrap();
 
     let missing = gen::store_path(999, "x").hash().to_string();
-    let body = serde_json::json!({"keys": [key, missing, gen::store_path(1, "pkg-1").hash().to_string()]});
-    let (s, body) = call(&fx.app, Method::POST, "/v1/lookup", body.to_string().into_bytes()).await;
+    let body =
+        serde_json::json!({"keys": [key, missing, gen::store_path(1, "pkg-1").hash().to_string()]});
+    let (s, body) = call(
+        &fx.app,
+        Method::POST,
+        "/v1/lookup",
+        body.to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let batch: BatchLookupResponse = serde_json::from_slice(&body).unwrap();
     let (_, results) = batch.verify(&fx.verifier).unwrap();
@@ -202,17 +246,27 @@ async fn submit_lookup_and_prove(fx: Fx) {
     assert_eq!(v["builders"][0]["key"], fx.alpha.public().to_string());
     let (s, body) = call(&fx.app, Method::GET, "/metrics", vec![]).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(String::from_utf8(body).unwrap().contains("provenix_entries_total{result=\"accepted\"} 5"));
+    assert!(String::from_utf8(body)
+        .unwrap()
+        .contains("provenix_entries_total{result=\"accepted\"} 5"));
 }
 
 async fn duplicates_are_one_leaf(fx: Fx) {
     let e = gen::signed(&fx.alpha, 1, 1);
     let other = gen::signed(&fx.alpha, 2, 2);
     let r = submit(&fx, &[e.clone(), e.clone(), other.clone()], false).await;
-    let idx: Vec<(u64, bool)> = r.results.iter().map(|r| (accepted(r).index, accepted(r).duplicate)).collect();
+    let idx: Vec<(u64, bool)> = r
+        .results
+        .iter()
+        .map(|r| (accepted(r).index, accepted(r).duplicate))
+        .collect();
     assert_eq!(idx, vec![(0, false), (0, true), (1, false)]);
     let r = submit(&fx, &[other, e], false).await;
-    let idx: Vec<(u64, bool)> = r.results.iter().map(|r| (accepted(r).index, accepted(r).duplicate)).collect();
+    let idx: Vec<(u64, bool)> = r
+        .results
+        .iter()
+        .map(|r| (accepted(r).index, accepted(r).duplicate))
+        .collect();
     assert_eq!(idx, vec![(1, true), (0, true)]);
     assert_eq!(fx.log.sequenced_size(), 2);
     assert_eq!(fx.store.entry_count().await.unwrap(), 2);
@@ -230,17 +284,51 @@ async fn bad_input_gets_its_code_and_stores_nothing(fx: Fx) {
     // Whole-request errors.
     for (body, status, code) in [
         (b"not json".to_vec(), StatusCode::BAD_REQUEST, "malformed"),
-        (b"{\"entries\":[]}".to_vec(), StatusCode::BAD_REQUEST, "malformed"),
-        (b"{\"entries\":{}}".to_vec(), StatusCode::BAD_REQUEST, "malformed"),
-        (b"{\"entrys\":[1]}".to_vec(), StatusCode::BAD_REQUEST, "malformed"),
-        (vec![b' '; 2 << 20], StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-        (submit_body(&vec![b"{}".to_vec(); 1001]), StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        (
+            b"{\"entries\":[]}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            b"{\"entries\":{}}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            b"{\"entrys\":[1]}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            vec![b' '; 2 << 20],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        ),
+        (
+            submit_body(&vec![b"{}".to_vec(); 1001]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        ),
     ] {
         let (s, b) = call(app, Method::POST, "/v1/entries", body).await;
-        assert_eq!((s, error_code(&b).as_str()), (status, code), "{}", String::from_utf8_lossy(&b));
+        assert_eq!(
+            (s, error_code(&b).as_str()),
+            (status, code),
+            "{}",
+            String::from_utf8_lossy(&b)
+        );
     }
-    let (s, b) = call(app, Method::POST, "/v1/entries?wait=soon", submit_body(&[good.clone()])).await;
-    assert_eq!((s, error_code(&b).as_str()), (StatusCode::BAD_REQUEST, "malformed"));
+    let (s, b) = call(
+        app,
+        Method::POST,
+        "/v1/entries?wait=soon",
+        submit_body(&[good.clone()]),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::BAD_REQUEST, "malformed")
+    );
 
     // Per-entry errors, each in a batch with one good entry.
     let mut wrong_type = env.clone();
@@ -248,13 +336,19 @@ async fn bad_input_gets_its_code_and_stores_nothing(fx: Fx) {
     let wrong_type = Envelope::sign(wrong_type.payload.clone(), &fx.alpha);
     let mut wrong_type_env = wrong_type.clone();
     wrong_type_env.payload_type = "application/json".into();
-    let bad_b64 = String::from_utf8(good.clone()).unwrap().replacen("\"payload\":\"", "\"payload\":\"!", 1).into_bytes();
+    let bad_b64 = String::from_utf8(good.clone())
+        .unwrap()
+        .replacen("\"payload\":\"", "\"payload\":\"!", 1)
+        .into_bytes();
     let unknown = gen::signed(&gen::builder_key("mallory"), 1, 1);
     env.signatures[0].sig[0] ^= 0x40;
     let bad_sig = env.canonical_json();
     let mut big = gen::build("alpha", 9, 9);
     big.dependencies = (0..400)
-        .map(|i| provenix_core::entry::Dependency { path: gen::store_path(i, "d"), nar_hash: gen::nar_hash(i) })
+        .map(|i| provenix_core::entry::Dependency {
+            path: gen::store_path(i, "d"),
+            nar_hash: gen::nar_hash(i),
+        })
         .collect();
     let too_large = big.sign(&fx.alpha).canonical_json();
     assert!(too_large.len() > 65_535);
@@ -275,42 +369,125 @@ async fn bad_input_gets_its_code_and_stores_nothing(fx: Fx) {
             other => panic!("accepted a bad entry ({code}): {other:?}"),
         }
     }
-    assert_eq!(fx.log.sequenced_size(), before, "a rejected entry was stored");
+    assert_eq!(
+        fx.log.sequenced_size(),
+        before,
+        "a rejected entry was stored"
+    );
     // A batch mixing good and bad: only the good one is stored, results stay in order.
-    let r = submit(&fx, &[cases[2].0.clone(), good.clone(), cases[3].0.clone()], true).await;
-    assert!(matches!(&r.results[0], SubmitResult::Rejected { error } if error.code == "unknown_builder"));
+    let r = submit(
+        &fx,
+        &[cases[2].0.clone(), good.clone(), cases[3].0.clone()],
+        true,
+    )
+    .await;
+    assert!(
+        matches!(&r.results[0], SubmitResult::Rejected { error } if error.code == "unknown_builder")
+    );
     assert_eq!(accepted(&r.results[1]).index, before);
-    assert!(matches!(&r.results[2], SubmitResult::Rejected { error } if error.code == "bad_signature"));
+    assert!(
+        matches!(&r.results[2], SubmitResult::Rejected { error } if error.code == "bad_signature")
+    );
     assert_eq!(fx.store.entry_count().await.unwrap(), before + 1);
 
     // Reads with bad parameters.
     let size = fx.log.checkpoint().size();
     for (uri, status, code) in [
-        ("/tile/0/0001".to_owned(), StatusCode::BAD_REQUEST, "bad_tile_path"),
-        ("/tile/9/000".to_owned(), StatusCode::BAD_REQUEST, "bad_tile_path"),
-        ("/tile/0/x000/001".to_owned(), StatusCode::BAD_REQUEST, "bad_tile_path"),
-        ("/tile/0/000".to_owned(), StatusCode::NOT_FOUND, "tile_not_found"),
-        ("/tile/0/000.p/200".to_owned(), StatusCode::NOT_FOUND, "tile_not_found"),
-        ("/tile/entries/001".to_owned(), StatusCode::NOT_FOUND, "tile_not_found"),
-        (format!("/v1/entries/{size}"), StatusCode::NOT_FOUND, "index_out_of_range"),
-        ("/v1/entries/18446744073709551615".to_owned(), StatusCode::NOT_FOUND, "index_out_of_range"),
-        ("/v1/entries/-1".to_owned(), StatusCode::BAD_REQUEST, "bad_index"),
-        ("/v1/entries/99999999999999999999999".to_owned(), StatusCode::BAD_REQUEST, "bad_index"),
-        ("/v1/lookup/not-a-key".to_owned(), StatusCode::BAD_REQUEST, "bad_key"),
-        ("/v1/proof/consistency?from=2&to=1".to_owned(), StatusCode::BAD_REQUEST, "bad_range"),
-        (format!("/v1/proof/consistency?from=1&to={}", size + 1), StatusCode::BAD_REQUEST, "bad_range"),
-        ("/v1/proof/consistency?from=x&to=1".to_owned(), StatusCode::BAD_REQUEST, "bad_range"),
-        ("/v1/proof/consistency".to_owned(), StatusCode::BAD_REQUEST, "bad_range"),
+        (
+            "/tile/0/0001".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_tile_path",
+        ),
+        (
+            "/tile/9/000".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_tile_path",
+        ),
+        (
+            "/tile/0/x000/001".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_tile_path",
+        ),
+        (
+            "/tile/0/000".to_owned(),
+            StatusCode::NOT_FOUND,
+            "tile_not_found",
+        ),
+        (
+            "/tile/0/000.p/200".to_owned(),
+            StatusCode::NOT_FOUND,
+            "tile_not_found",
+        ),
+        (
+            "/tile/entries/001".to_owned(),
+            StatusCode::NOT_FOUND,
+            "tile_not_found",
+        ),
+        (
+            format!("/v1/entries/{size}"),
+            StatusCode::NOT_FOUND,
+            "index_out_of_range",
+        ),
+        (
+            "/v1/entries/18446744073709551615".to_owned(),
+            StatusCode::NOT_FOUND,
+            "index_out_of_range",
+        ),
+        (
+            "/v1/entries/-1".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_index",
+        ),
+        (
+            "/v1/entries/99999999999999999999999".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_index",
+        ),
+        (
+            "/v1/lookup/not-a-key".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+        ),
+        (
+            "/v1/proof/consistency?from=2&to=1".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_range",
+        ),
+        (
+            format!("/v1/proof/consistency?from=1&to={}", size + 1),
+            StatusCode::BAD_REQUEST,
+            "bad_range",
+        ),
+        (
+            "/v1/proof/consistency?from=x&to=1".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_range",
+        ),
+        (
+            "/v1/proof/consistency".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_range",
+        ),
         ("/nope".to_owned(), StatusCode::NOT_FOUND, "not_found"),
     ] {
         let (s, b) = call(app, Method::GET, &uri, vec![]).await;
         assert_eq!((s, error_code(&b).as_str()), (status, code), "{uri}");
     }
     for (body, status, code) in [
-        (b"{\"keys\":[\"bad\"]}".to_vec(), StatusCode::BAD_REQUEST, "bad_key"),
-        (b"{\"key\":[]}".to_vec(), StatusCode::BAD_REQUEST, "malformed"),
         (
-            serde_json::json!({"keys": vec!["0".repeat(32); 1001]}).to_string().into_bytes(),
+            b"{\"keys\":[\"bad\"]}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+        ),
+        (
+            b"{\"key\":[]}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            serde_json::json!({"keys": vec!["0".repeat(32); 1001]})
+                .to_string()
+                .into_bytes(),
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
         ),
@@ -329,9 +506,14 @@ async fn removed_builder_is_refused(fx: Fx) {
     assert!(fx.store.remove_builder("beta").await.unwrap());
     fx.log.refresh_builders().await.unwrap();
     let r = submit(&fx, &[gen::signed(&fx.beta, 2, 2)], false).await;
-    assert!(matches!(&r.results[0], SubmitResult::Rejected { error } if error.code == "unknown_builder"));
+    assert!(
+        matches!(&r.results[0], SubmitResult::Rejected { error } if error.code == "unknown_builder")
+    );
     // Re-adding works, and the log picks it up by itself within a second.
-    fx.store.add_builder("beta", &fx.beta.public().to_string()).await.unwrap();
+    fx.store
+        .add_builder("beta", &fx.beta.public().to_string())
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     let r = submit(&fx, &[gen::signed(&fx.beta, 2, 2)], false).await;
     accepted(&r.results[0]);
@@ -347,16 +529,25 @@ async fn tiles_and_bundles_match_the_tree(fx: Fx) {
     assert_eq!(cp.size(), 300);
     let (s, body) = call(&fx.app, Method::GET, "/checkpoint", vec![]).await;
     assert_eq!(s, StatusCode::OK);
-    let cp2 = fx.verifier.verify(std::str::from_utf8(&body).unwrap()).unwrap();
+    let cp2 = fx
+        .verifier
+        .verify(std::str::from_utf8(&body).unwrap())
+        .unwrap();
     assert_eq!(cp2.size(), 300);
 
     // Rebuild the tree from tiles alone, as a static-file client would.
     let mut leaves = Vec::new();
-    for t in tile::tiles_for_size(300).iter().filter(|t| t.kind == tile::TileKind::Hashes { level: 0 }) {
+    for t in tile::tiles_for_size(300)
+        .iter()
+        .filter(|t| t.kind == tile::TileKind::Hashes { level: 0 })
+    {
         let (s, body) = call(&fx.app, Method::GET, &format!("/{t}"), vec![]).await;
         assert_eq!(s, StatusCode::OK, "{t}");
         assert_eq!(body.len(), usize::from(t.width) * 32);
-        leaves.extend(body.chunks(32).map(|c| merkle::Hash::from_slice(c).unwrap()));
+        leaves.extend(
+            body.chunks(32)
+                .map(|c| merkle::Hash::from_slice(c).unwrap()),
+        );
     }
     assert_eq!(merkle::root_of(&leaves), *cp2.root());
     let (s, body) = call(&fx.app, Method::GET, "/tile/1/000.p/1", vec![]).await;
@@ -369,7 +560,10 @@ async fn tiles_and_bundles_match_the_tree(fx: Fx) {
         let req = Request::builder().uri(path).body(Body::empty()).unwrap();
         let resp = fx.app.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
-        let immutable = resp.headers()["cache-control"].to_str().unwrap().contains("immutable");
+        let immutable = resp.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable");
         assert_eq!(immutable, !path.contains(".p/"));
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         for leaf in tile::split_bundle(&body).unwrap() {
@@ -384,9 +578,15 @@ async fn tiles_and_bundles_match_the_tree(fx: Fx) {
 async fn consistency_between_checkpoints(fx: Fx) {
     let mut seen = Vec::new();
     for round in 0..4u64 {
-        let envs: Vec<Vec<u8>> = (0..7).map(|i| gen::signed(&fx.alpha, round * 100 + i, i)).collect();
+        let envs: Vec<Vec<u8>> = (0..7)
+            .map(|i| gen::signed(&fx.alpha, round * 100 + i, i))
+            .collect();
         let r = submit(&fx, &envs, true).await;
-        seen.push(fx.verifier.verify(r.checkpoint.as_deref().unwrap()).unwrap());
+        seen.push(
+            fx.verifier
+                .verify(r.checkpoint.as_deref().unwrap())
+                .unwrap(),
+        );
     }
     for a in &seen {
         for b in &seen {
@@ -404,9 +604,18 @@ async fn consistency_between_checkpoints(fx: Fx) {
             merkle::verify_consistency(a.size(), b.size(), &c.proof, a.root(), b.root()).unwrap();
         }
     }
-    let (s, body) = call(&fx.app, Method::GET, "/v1/proof/consistency?from=0&to=7", vec![]).await;
+    let (s, body) = call(
+        &fx.app,
+        Method::GET,
+        "/v1/proof/consistency?from=0&to=7",
+        vec![],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(serde_json::from_slice::<ConsistencyResponse>(&body).unwrap().proof.is_empty());
+    assert!(serde_json::from_slice::<ConsistencyResponse>(&body)
+        .unwrap()
+        .proof
+        .is_empty());
 }
 
 async fn restart_keeps_everything(fx: Fx) {
@@ -414,21 +623,42 @@ async fn restart_keeps_everything(fx: Fx) {
     submit(&fx, &envs, true).await;
     let before = fx.log.checkpoint();
     fx.log.shutdown().await;
-    let log = Log::open(fx.store.clone(), fx.signer.clone(), LogConfig::default(), Metrics::new())
-        .await
-        .unwrap();
+    let log = Log::open(
+        fx.store.clone(),
+        fx.signer.clone(),
+        LogConfig::default(),
+        Metrics::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(log.checkpoint().note(), before.note());
     assert_eq!(log.sequenced_size(), 20);
     // De-duplication survives the restart.
-    let app = router(AppState { log: log.clone(), limits: Arc::new(Limits::default()) });
+    let app = router(AppState {
+        log: log.clone(),
+        limits: Arc::new(Limits::default()),
+    });
     let (s, body) = call(&app, Method::POST, "/v1/entries", submit_body(&envs[3..4])).await;
     assert_eq!(s, StatusCode::OK);
     let r: SubmitResponse = serde_json::from_slice(&body).unwrap();
-    assert_eq!((accepted(&r.results[0]).index, accepted(&r.results[0]).duplicate), (3, true));
+    assert_eq!(
+        (
+            accepted(&r.results[0]).index,
+            accepted(&r.results[0]).duplicate
+        ),
+        (3, true)
+    );
     // A different key for the same database is refused at start-up by open_data (CLI test);
     // here: the log refuses a stored checkpoint signed by another key.
     let other = LogSigner::generate("test.example/log").unwrap();
-    let err = Log::open(fx.store.clone(), other, LogConfig::default(), Metrics::new()).await.unwrap_err();
+    let err = Log::open(
+        fx.store.clone(),
+        other,
+        LogConfig::default(),
+        Metrics::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("does not verify"), "{err}");
     log.shutdown().await;
 }
@@ -455,13 +685,29 @@ async fn fsck(store: &Store, verifier: &LogVerifier) -> u64 {
 }
 
 async fn storage_faults_lose_nothing(fx: Fx) {
-    let batch = |from: u64| -> Vec<Vec<u8>> { (from..from + 5).map(|i| gen::signed(&fx.alpha, i, i)).collect() };
+    let batch = |from: u64| -> Vec<Vec<u8>> {
+        (from..from + 5)
+            .map(|i| gen::signed(&fx.alpha, i, i))
+            .collect()
+    };
     submit(&fx, &batch(0), true).await;
 
     // Fails without persisting: 503, nothing stored, and the next write takes the same indices.
-    fx.store.faults().fail_before_commit.store(1, std::sync::atomic::Ordering::SeqCst);
-    let (s, b) = call(&fx.app, Method::POST, "/v1/entries", submit_body(&batch(100))).await;
-    assert_eq!((s, error_code(&b).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"));
+    fx.store
+        .faults()
+        .fail_before_commit
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let (s, b) = call(
+        &fx.app,
+        Method::POST,
+        "/v1/entries",
+        submit_body(&batch(100)),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+    );
     assert_eq!(fsck(&fx.store, &fx.verifier).await, 5);
     let r = submit(&fx, &batch(100), true).await;
     assert_eq!(accepted(&r.results[0]).index, 5);
@@ -469,13 +715,28 @@ async fn storage_faults_lose_nothing(fx: Fx) {
 
     // Fails after persisting: 503, but the entries are stored; a retry finds them as duplicates
     // at the indices they got, and the tree and checkpoints include them.
-    fx.store.faults().fail_after_commit.store(1, std::sync::atomic::Ordering::SeqCst);
-    let (s, b) = call(&fx.app, Method::POST, "/v1/entries", submit_body(&batch(200))).await;
-    assert_eq!((s, error_code(&b).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"));
+    fx.store
+        .faults()
+        .fail_after_commit
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let (s, b) = call(
+        &fx.app,
+        Method::POST,
+        "/v1/entries",
+        submit_body(&batch(200)),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+    );
     assert_eq!(fsck(&fx.store, &fx.verifier).await, 15);
     let r = submit(&fx, &batch(200), true).await;
     for (i, res) in r.results.iter().enumerate() {
-        assert_eq!((accepted(res).index, accepted(res).duplicate), (10 + i as u64, true));
+        assert_eq!(
+            (accepted(res).index, accepted(res).duplicate),
+            (10 + i as u64, true)
+        );
     }
     let r = submit(&fx, &batch(300), true).await;
     assert_eq!(accepted(&r.results[0]).index, 15);
@@ -483,9 +744,14 @@ async fn storage_faults_lose_nothing(fx: Fx) {
     assert_eq!(fsck(&fx.store, &fx.verifier).await, 20);
     // A fresh log over the same storage agrees.
     fx.log.shutdown().await;
-    let log = Log::open(fx.store.clone(), fx.signer.clone(), LogConfig::default(), Metrics::new())
-        .await
-        .unwrap();
+    let log = Log::open(
+        fx.store.clone(),
+        fx.signer.clone(),
+        LogConfig::default(),
+        Metrics::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(log.checkpoint().size(), 20);
     log.shutdown().await;
 }
