@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ingest;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -23,9 +24,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Bench {}
+enum Bench {
+    /// The log (issue 2): ingest rate, ack→checkpoint delay, lookups, disk, RSS; SQLite and PostgreSQL.
+    Ingest(ingest::IngestArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.bench {}
+    match cli.bench {
+        Bench::Ingest(a) => ingest::run(a),
+    }
 }

@@ -31,7 +31,7 @@ pub fn nar_hash(content: u64) -> NarHash {
 }
 
 /// A build of derivation `seed` whose output content is `content` (same content ⇒ same claim),
-/// with three resolved dependencies: about 1.2 KB once signed.
+/// with one resolved input besides the `.drv`: about 1.2 KB once signed.
 pub fn build(builder: &str, seed: u64, content: u64) -> NixBuild {
     let out = store_path(seed, &format!("pkg-{seed}"));
     NixBuild {
@@ -45,7 +45,7 @@ pub fn build(builder: &str, seed: u64, content: u64) -> NixBuild {
             nar_size: Some(4096 + content % 1000),
             references: vec![store_path(seed + 1_000_000_007, "glibc-2.40")],
         }],
-        dependencies: (0..3)
+        dependencies: (0..1)
             .map(|i| Dependency {
                 path: store_path(seed.wrapping_mul(31).wrapping_add(i), "dep"),
                 nar_hash: nar_hash(seed ^ i),
@@ -63,4 +63,25 @@ pub fn build(builder: &str, seed: u64, content: u64) -> NixBuild {
 /// The canonical JSON of `build(..)` signed by `key`.
 pub fn signed(key: &NixSecretKey, seed: u64, content: u64) -> Vec<u8> {
     build(key.name(), seed, content).sign(key).canonical_json()
+}
+
+/// A lean build claim (one output without references, the `.drv` and its hash, no other
+/// inputs): about 1.1 KB once signed, the "~1 KB entry" the ingest benchmark uses.
+pub fn small(builder: &str, seed: u64, content: u64) -> NixBuild {
+    NixBuild {
+        dependencies: Vec::new(),
+        started_on: None,
+        finished_on: None,
+        system: None,
+        outputs: vec![Output {
+            references: Vec::new(),
+            ..build(builder, seed, content).outputs.remove(0)
+        }],
+        ..build(builder, seed, content)
+    }
+}
+
+/// The canonical JSON of `small(..)` signed by `key`.
+pub fn signed_small(key: &NixSecretKey, seed: u64, content: u64) -> Vec<u8> {
+    small(key.name(), seed, content).sign(key).canonical_json()
 }

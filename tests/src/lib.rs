@@ -35,13 +35,13 @@ pub fn require_tool(tool: &str) -> bool {
 /// The directory holding the workspace's built binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test-binary>
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .to_path_buf();
-    dir
+    let dir = exe.parent().expect("exe dir");
+    // A test binary lives in target/<profile>/deps/, a bench binary in target/<profile>/.
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary (`provenixd`, `provenix`), built beforehand.

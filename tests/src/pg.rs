@@ -118,3 +118,111 @@ mod tests {
         );
     }
 }
+
+/// A private PostgreSQL cluster on a unix socket in a temp dir (benchmarks, local runs), stopped
+/// on drop. Runs the server as the `postgres` user when we are root (initdb refuses root).
+#[derive(Debug)]
+pub struct PgCluster {
+    pub url: String,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    as_postgres: bool,
+}
+
+fn pg_bin() -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
+impl PgCluster {
+    /// Starts a cluster; `None` if PostgreSQL's binaries are not installed.
+    pub fn start() -> Option<Self> {
+        use std::process::Command;
+        let bin = pg_bin()?;
+        let dir = tempfile::Builder::new()
+            .prefix("provenix-pg")
+            .tempdir()
+            .ok()?
+            .keep();
+        let as_postgres = unsafe_free_is_root();
+        if as_postgres {
+            Command::new("chown")
+                .arg("postgres:")
+                .arg(&dir)
+                .status()
+                .ok()?;
+        }
+        let run = |args: &[&str]| {
+            let mut c = if as_postgres {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]);
+                c.arg(bin.join(args[0]));
+                c
+            } else {
+                Command::new(bin.join(args[0]))
+            };
+            c.args(&args[1..]);
+            c.stdout(std::process::Stdio::null());
+            c.status().map(|s| s.success()).unwrap_or(false)
+        };
+        let data = dir.join("data");
+        let (d, sock, log) = (data.to_str()?, dir.to_str()?, dir.join("log"));
+        if !run(&["initdb", "-D", d, "-A", "trust", "-U", "postgres"]) {
+            return None;
+        }
+        let opts = format!("-k {sock} -c listen_addresses='' -c max_connections=300");
+        if !run(&[
+            "pg_ctl",
+            "-D",
+            d,
+            "-l",
+            log.to_str()?,
+            "-w",
+            "-o",
+            &opts,
+            "start",
+        ]) {
+            return None;
+        }
+        Some(Self {
+            url: format!("postgres://postgres@localhost/postgres?host={sock}"),
+            dir,
+            bin,
+            as_postgres,
+        })
+    }
+}
+
+fn unsafe_free_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let d = self.dir.join("data");
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut c = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
+            c
+        } else {
+            std::process::Command::new(pg_ctl)
+        };
+        let _ = c
+            .arg("-D")
+            .arg(&d)
+            .args(["-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

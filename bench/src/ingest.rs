@@ -1,0 +1,424 @@
+//! `provenix-bench ingest`: the log's figures from issue 2, on SQLite and PostgreSQL in one run.
+//!
+//! For each backend: start a release `provenixd`, ingest N pre-signed ~1.2 KB entries from 16
+//! concurrent clients in batches of 100, measure sustained entries/s and the delay from each
+//! batch's acknowledgement to the first published checkpoint covering it (a watcher polls
+//! `/checkpoint` every 2 ms), then run lookups-with-proof at 16 concurrent clients on the
+//! resulting log, and report bytes on disk per entry and the server's peak RSS and CPU.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use provenix::logclient::LogClient;
+use provenix_core::api::SubmitResult;
+use provenix_core::checkpoint::LogVerifier;
+use provenix_e2e::gen;
+use provenix_e2e::pg::PgCluster;
+use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
+use provenix_server::store::Store;
+
+use crate::stats::{ms, Samples};
+
+/// Options of `provenix-bench ingest`.
+#[derive(clap::Args, Debug)]
+pub struct IngestArgs {
+    /// Entries to ingest; the lookup phase runs on a log of this size.
+    #[arg(long, default_value_t = 1_000_000)]
+    entries: u64,
+    /// Concurrent submitting clients (one builder key each).
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Entries per submission.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Seconds of the lookup phase.
+    #[arg(long, default_value_t = 20)]
+    lookup_secs: u64,
+    /// Concurrent lookup clients.
+    #[arg(long, default_value_t = 16)]
+    lookup_clients: usize,
+    /// `sqlite`, `postgres` or `both`.
+    #[arg(long, default_value = "both")]
+    backend: String,
+    /// Use this PostgreSQL (a URL with CREATE DATABASE rights) instead of a private cluster.
+    #[arg(long)]
+    postgres_url: Option<String>,
+}
+
+struct Report {
+    backend: &'static str,
+    entries: u64,
+    ingest_secs: f64,
+    first_tenth_rate: f64,
+    last_tenth_rate: f64,
+    delay: Samples,
+    overloaded: u64,
+    server_cpu_ingest: f64,
+    lookups: u64,
+    lookup_secs: f64,
+    lookup_lat: Samples,
+    disk_bytes: u64,
+    leaf_bytes: u64,
+    peak_rss: u64,
+    commit_share: f64,
+}
+
+fn proc_status(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// utime + stime of a process, in seconds.
+fn proc_cpu(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Pre-signs every entry (not timed): client `c` signs with builder `bench-c`.
+fn generate(args: &IngestArgs) -> Vec<Vec<Vec<u8>>> {
+    let per = args.entries / args.clients as u64;
+    let keys: Vec<_> = (0..args.clients)
+        .map(|c| gen::builder_key(&format!("bench-{c}")))
+        .collect();
+    let started = Instant::now();
+    let out: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(c, key)| {
+                s.spawn(move || {
+                    let first = c as u64 * per;
+                    (first..first + per)
+                        .map(|seed| gen::signed_small(key, seed, seed))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    eprintln!(
+        "signed {} entries in {:.1} s (not part of any figure)",
+        per * args.clients as u64,
+        started.elapsed().as_secs_f64()
+    );
+    out
+}
+
+async fn run_backend(
+    backend: &'static str,
+    database: Option<String>,
+    args: &IngestArgs,
+    envs: &[Vec<Vec<u8>>],
+) -> anyhow::Result<Report> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("log");
+    let opts = ServerOpts {
+        database: database.clone(),
+        ..ServerOpts::default()
+    };
+    for c in 0..args.clients {
+        add_builder(
+            &data,
+            &opts,
+            &gen::builder_key(&format!("bench-{c}")).public().to_string(),
+        );
+    }
+    let mut server = Provenixd::start(&data, &opts);
+    let pid = server.child.id();
+    let verifier: LogVerifier = server.verifier_key.parse()?;
+    let total: u64 = envs.iter().map(|e| e.len() as u64).sum();
+    let leaf_bytes: u64 = envs.iter().flatten().map(|e| e.len() as u64).sum();
+    eprintln!(
+        "[{backend}] ingesting {total} entries from {} clients, batches of {}",
+        args.clients, args.batch
+    );
+
+    // Checkpoint watcher: when each size was first published.
+    let seen: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (seen, stop, url) = (seen.clone(), stop.clone(), server.url.clone());
+        tokio::spawn(async move {
+            let client = LogClient::new(&url, Duration::from_secs(5)).unwrap();
+            let mut last = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(note) = client.checkpoint().await {
+                    let size: u64 = note
+                        .lines()
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    if size > last {
+                        last = size;
+                        seen.lock().unwrap().push((size, Instant::now()));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+
+    let overloaded = Arc::new(AtomicU64::new(0));
+    let cpu0 = proc_cpu(pid);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for client_envs in envs {
+        let client = LogClient::new(&server.url, Duration::from_secs(60))?;
+        let batches: Vec<Vec<Vec<u8>>> =
+            client_envs.chunks(args.batch).map(<[_]>::to_vec).collect();
+        let overloaded = overloaded.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acks = Vec::with_capacity(batches.len());
+            for b in batches {
+                loop {
+                    match client.submit(&b, false).await {
+                        Ok(r) => {
+                            let at = Instant::now();
+                            let mut max = 0;
+                            for res in &r.results {
+                                match res {
+                                    SubmitResult::Accepted(a) => max = max.max(a.index),
+                                    SubmitResult::Rejected { error } => {
+                                        panic!("rejected: {error:?}")
+                                    }
+                                }
+                            }
+                            acks.push((max, at, b.len() as u64));
+                            break;
+                        }
+                        Err(e) if e.status() == Some(503) => {
+                            overloaded.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("submit failed: {e}"),
+                    }
+                }
+            }
+            acks
+        }));
+    }
+    let mut acks = Vec::new();
+    for t in tasks {
+        acks.extend(t.await?);
+    }
+    let ingest = t0.elapsed();
+    let cpu_ingest = proc_cpu(pid) - cpu0;
+    // Wait for the last checkpoint, then stop the watcher.
+    let client = LogClient::new(&server.url, Duration::from_secs(10))?;
+    loop {
+        let cp = verifier.verify(&client.checkpoint().await?)?;
+        if cp.size() >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stop.store(true, Ordering::Relaxed);
+    watcher.await?;
+    let seen = seen.lock().unwrap().clone();
+    let delays: Vec<Duration> = acks
+        .iter()
+        .map(|(max, at, _)| {
+            let i = seen.partition_point(|(s, _)| *s <= *max);
+            seen.get(i)
+                .map_or(Duration::MAX, |(_, t)| t.saturating_duration_since(*at))
+        })
+        .collect();
+    // Throughput of the first and last tenth of the run (steady state, not warm-up).
+    acks.sort_by_key(|a| a.1);
+    let tenth = |from: f64, to: f64| {
+        let (a, b) = (t0 + ingest.mul_f64(from), t0 + ingest.mul_f64(to));
+        let n: u64 = acks
+            .iter()
+            .filter(|x| x.1 >= a && x.1 < b)
+            .map(|x| x.2)
+            .sum();
+        n as f64 / (b - a).as_secs_f64()
+    };
+    let (first_tenth_rate, last_tenth_rate) = (tenth(0.0, 0.1), tenth(0.9, 1.0));
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await?
+        .text()
+        .await?;
+    let commit_secs = metric_sum(&metrics, "provenix_sequencer_commit_seconds_sum");
+
+    // Lookups with proof, random keys over the whole log.
+    eprintln!(
+        "[{backend}] lookups for {} s at {} clients",
+        args.lookup_secs, args.lookup_clients
+    );
+    let key_of = |seed: u64| {
+        gen::store_path(seed, &format!("pkg-{seed}"))
+            .hash()
+            .to_string()
+    };
+    let look = client.lookup(&key_of(total / 2)).await?;
+    let (_, found) = look.verify(&verifier)?;
+    anyhow::ensure!(
+        found.len() == 1,
+        "lookup sanity check found {} entries",
+        found.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(args.lookup_secs);
+    let mut tasks = Vec::new();
+    // The load generator shares the machine's cores with the server: it reads each response
+    // body without parsing it (the sanity check above verified a full response and its proof).
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    for c in 0..args.lookup_clients {
+        let (http, base) = (http.clone(), server.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let seed = rng % total;
+                let url = format!(
+                    "{base}/v1/lookup/{}",
+                    gen::store_path(seed, &format!("pkg-{seed}")).hash()
+                );
+                let t = Instant::now();
+                let resp = http.get(url).send().await.expect("lookup");
+                assert!(resp.status().is_success());
+                let body = resp.bytes().await.expect("lookup body");
+                lat.push(t.elapsed());
+                assert!(body.len() > 1000);
+            }
+            lat
+        }));
+    }
+    let lt0 = Instant::now();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let lookup_secs = lt0.elapsed().as_secs_f64();
+    let peak_rss = proc_status(pid, "VmHWM:");
+    anyhow::ensure!(server.terminate(), "provenixd did not stop cleanly");
+
+    let store = match &database {
+        Some(u) => Store::open(u, 1).await?,
+        None => Store::open(&Store::sqlite_url_in(&data), 1).await?,
+    };
+    let disk_bytes = store.disk_bytes(Some(&data.join("log.db"))).await?;
+    store.close().await;
+    Ok(Report {
+        backend,
+        entries: total,
+        ingest_secs: ingest.as_secs_f64(),
+        first_tenth_rate,
+        last_tenth_rate,
+        delay: Samples::new(delays),
+        overloaded: overloaded.load(Ordering::Relaxed),
+        server_cpu_ingest: cpu_ingest / ingest.as_secs_f64(),
+        lookups: lat.len() as u64,
+        lookup_secs,
+        lookup_lat: Samples::new(lat),
+        disk_bytes,
+        leaf_bytes,
+        peak_rss,
+        commit_share: commit_secs / ingest.as_secs_f64(),
+    })
+}
+
+fn print(r: &Report) {
+    println!("== {} ({} entries) ==", r.backend, r.entries);
+    println!(
+        "ingest            {:>10.0} entries/s   (first tenth {:.0}/s, last tenth {:.0}/s; {} x 503 overloaded)",
+        r.entries as f64 / r.ingest_secs,
+        r.first_tenth_rate,
+        r.last_tenth_rate,
+        r.overloaded
+    );
+    println!(
+        "ack→checkpoint    p50 {}   p99 {}   max {}",
+        ms(r.delay.median()),
+        ms(r.delay.pct(99.0)),
+        ms(r.delay.pct(100.0))
+    );
+    println!(
+        "lookups w/ proof  {:>10.0} /s         p50 {}   p99 {}",
+        r.lookups as f64 / r.lookup_secs,
+        ms(r.lookup_lat.median()),
+        ms(r.lookup_lat.pct(99.0))
+    );
+    println!(
+        "disk              {:.1} bytes/entry = {:.3} x the raw leaf bytes ({:.1} bytes/leaf)",
+        r.disk_bytes as f64 / r.entries as f64,
+        r.disk_bytes as f64 / r.leaf_bytes as f64,
+        r.leaf_bytes as f64 / r.entries as f64
+    );
+    println!("server peak RSS   {:.1} MB", r.peak_rss as f64 / 1e6);
+    println!(
+        "server CPU        {:.2} cores busy during ingest (of 2); sequencer commits {:.0}% of wall time",
+        r.server_cpu_ingest,
+        r.commit_share * 100.0
+    );
+}
+
+/// Runs the benchmark.
+pub fn run(args: IngestArgs) -> anyhow::Result<()> {
+    let envs = generate(&args);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut reports = Vec::new();
+    if matches!(args.backend.as_str(), "sqlite" | "both") {
+        reports.push(rt.block_on(run_backend("sqlite", None, &args, &envs))?);
+        print(reports.last().unwrap());
+    }
+    if matches!(args.backend.as_str(), "postgres" | "both") {
+        let cluster;
+        let admin = match &args.postgres_url {
+            Some(u) => u.clone(),
+            None => {
+                cluster = PgCluster::start()
+                    .context("cannot start a private PostgreSQL (is postgresql installed?)")?;
+                cluster.url.clone()
+            }
+        };
+        let db = rt.block_on(async {
+            use sqlx::Connection as _;
+            let mut c = sqlx::PgConnection::connect(&admin).await?;
+            sqlx::query("DROP DATABASE IF EXISTS provenix_bench")
+                .execute(&mut c)
+                .await?;
+            sqlx::query("CREATE DATABASE provenix_bench")
+                .execute(&mut c)
+                .await?;
+            anyhow::Ok(admin.replacen("/postgres?", "/provenix_bench?", 1))
+        })?;
+        reports.push(rt.block_on(run_backend("postgres", Some(db), &args, &envs))?);
+        print(reports.last().unwrap());
+    }
+    println!("\nmachine: {} cores; targets: ≥10,000 entries/s, checkpoint p99 ≤ 1 s, ≥20,000 lookups/s with p99 ≤ 5 ms, ≤1.3x raw leaf bytes, ≤300 MB RSS", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    Ok(())
+}
