@@ -20,7 +20,8 @@ pub struct KeygenArgs {
     pub public_file: PathBuf,
 }
 
-fn create(path: &Path, mode: u32, contents: &str) -> anyhow::Result<()> {
+/// Creates a new file with `mode` and `contents` (never overwrites), synced to disk.
+pub fn create_file(path: &Path, mode: u32, contents: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -45,8 +46,8 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
             args.name
         )
     })?;
-    create(&args.secret_file, 0o600, &key.to_secret_string())?;
-    if let Err(e) = create(&args.public_file, 0o644, &key.public().to_string()) {
+    create_file(&args.secret_file, 0o600, &key.to_secret_string())?;
+    if let Err(e) = create_file(&args.public_file, 0o644, &key.public().to_string()) {
         let _ = std::fs::remove_file(&args.secret_file);
         return Err(e);
     }

@@ -5,3 +5,21 @@
 
 pub mod keygen;
 pub mod logclient;
+pub mod witness;
+
+/// Resolves on SIGTERM or SIGINT (for graceful shutdown of the long-running commands).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}

@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Create a builder key pair (Nix binary-cache key format).
     Keygen(provenix::keygen::KeygenArgs),
+    /// Run a transparency-log witness (C2SP tlog-witness) or make its key.
+    #[command(subcommand)]
+    Witness(provenix::witness::WitnessCommand),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,9 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Keygen(args) => provenix::keygen::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Witness(cmd) => runtime()
+            .and_then(|rt| rt.block_on(provenix::witness::run(cmd)))
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -42,4 +48,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

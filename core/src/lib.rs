@@ -21,3 +21,4 @@ pub mod nix;
 pub mod policy;
 pub mod tile;
 pub mod tpm;
+pub mod witness;

@@ -341,3 +341,37 @@ fn sunlight_real_tiles_recompute_the_checkpoint_root() {
         std::fs::read(dir.join("tile/1/000.p/1")).unwrap()
     );
 }
+
+#[test]
+fn cosignature_vectors_verify() {
+    use provenix_core::witness::{self, CosignerVerifier};
+    let v =
+        json(&vectors().join("tlog/tlog-cosignature/ed25519-cosignatures-sunlight-testdata.json"));
+    let recs = v.as_array().unwrap();
+    assert_eq!(recs.len(), 3);
+    for r in recs {
+        let w: CosignerVerifier = r["cosigner_vkey"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            format!("{:08x}", w.key_id()),
+            r["key_id_hex"].as_str().unwrap()
+        );
+        let note = r["checkpoint_note"].as_str().unwrap();
+        let got = witness::valid_cosignatures(note, std::slice::from_ref(&w));
+        assert_eq!(
+            got,
+            vec![(w.name().to_owned(), r["timestamp"].as_u64().unwrap())],
+            "{}",
+            r["source"]
+        );
+        assert_eq!(
+            witness::cosigned_message(
+                r["note_text"].as_str().unwrap().as_bytes(),
+                r["timestamp"].as_u64().unwrap()
+            ),
+            r["signed_message"].as_str().unwrap().as_bytes()
+        );
+        // One flipped bit in the cosigned text, and the cosignature no longer counts.
+        let tampered = note.replacen("\n300\n", "\n301\n", 1);
+        assert!(witness::valid_cosignatures(&tampered, &[w]).is_empty());
+    }
+}

@@ -35,6 +35,21 @@ pub struct ServerConfig {
     pub read_pool_size: Option<u32>,
     /// Per-request time limit in seconds (default 60).
     pub request_timeout_secs: Option<u64>,
+    /// Witnesses asked to cosign every checkpoint (C2SP tlog-witness), as `[[witness]]` tables.
+    #[serde(default)]
+    pub witness: Vec<WitnessConfig>,
+    /// Time limit of one witness request in milliseconds (default 3000).
+    pub witness_timeout_ms: Option<u64>,
+}
+
+/// One `[[witness]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The witness's submission prefix; the log POSTs to `<url>/add-checkpoint`.
+    pub url: String,
+    /// The witness's cosigner key `NAME+HEXID+BASE64` (signature type 0x04).
+    pub key: String,
 }
 
 /// A config that was checked: every value parsed and in range.
@@ -49,6 +64,8 @@ pub struct Settings {
     pub queue_depth: usize,
     pub read_pool_size: u32,
     pub request_timeout: Duration,
+    pub witnesses: Vec<crate::witness::WitnessSpec>,
+    pub witness_timeout: Duration,
 }
 
 /// Why a config was refused.
@@ -142,7 +159,34 @@ impl ServerConfig {
                 "request-timeout-secs must be at least 1".into(),
             ));
         }
+        let mut witnesses = Vec::new();
+        for w in &self.witness {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "witness url {:?} must be http:// or https://",
+                    w.url
+                )));
+            }
+            let key = w.key.parse().map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "witness key {:?}: {e} (make one with `provenix witness keygen`)",
+                    w.key
+                ))
+            })?;
+            witnesses.push(crate::witness::WitnessSpec {
+                url: w.url.clone(),
+                key,
+            });
+        }
+        let witness_timeout = self.witness_timeout_ms.unwrap_or(3000);
+        if witness_timeout == 0 {
+            return Err(ConfigError::Invalid(
+                "witness-timeout-ms must be at least 1".into(),
+            ));
+        }
         Ok(Settings {
+            witnesses,
+            witness_timeout: Duration::from_millis(witness_timeout),
             data,
             listen,
             database: self.database.clone(),

@@ -11,6 +11,7 @@ pub mod error;
 pub mod log;
 pub mod metrics;
 pub mod store;
+pub mod witness;
 
 use std::future::Future;
 use std::io::Write as _;

@@ -42,6 +42,10 @@ pub struct LogConfig {
     pub builders_refresh: Duration,
     /// Full entry bundles kept in memory.
     pub bundle_cache: usize,
+    /// Witnesses asked to cosign each checkpoint before it is published.
+    pub witnesses: Vec<crate::witness::WitnessSpec>,
+    /// Time limit of one witness request.
+    pub witness_timeout: Duration,
 }
 
 impl Default for LogConfig {
@@ -52,6 +56,8 @@ impl Default for LogConfig {
             max_commit_entries: 4096,
             builders_refresh: Duration::from_millis(500),
             bundle_cache: 64,
+            witnesses: Vec::new(),
+            witness_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -119,6 +125,8 @@ impl TreeState {
 struct Inner {
     store: Store,
     signer: LogSigner,
+    verifier: LogVerifier,
+    witnesses: crate::witness::Witnesses,
     config: LogConfig,
     state: RwLock<TreeState>,
     published: watch::Sender<Arc<SignedCheckpoint>>,
@@ -210,9 +218,13 @@ impl Log {
         let (seq_tx, seq_rx) = mpsc::channel(config.queue_depth.max(1));
         let bundle_cap = std::num::NonZeroUsize::new(config.bundle_cache.max(1))
             .unwrap_or(std::num::NonZeroUsize::MIN);
+        let witnesses =
+            crate::witness::Witnesses::new(config.witnesses.clone(), config.witness_timeout);
         let inner = Arc::new(Inner {
             store,
             signer,
+            verifier,
+            witnesses,
             config,
             state: RwLock::new(state),
             published: published_tx,
@@ -653,6 +665,32 @@ async fn integrate_once(inner: &Inner) -> Result<(), LogError> {
         .sign(size, root)
         .map_err(|e| LogError::Signing(e.to_string()))?;
     inner.store.put_checkpoint(size, cp.note()).await?;
+    let cp = if inner.witnesses.is_empty() {
+        cp
+    } else {
+        let lines = inner
+            .witnesses
+            .cosign(&cp, |from, to| {
+                inner
+                    .state
+                    .read()
+                    .unwrap_or_else(poisoned)
+                    .tree
+                    .consistency_proof(from, to)
+            })
+            .await;
+        inner.metrics.cosignatures.inc_by(lines.len() as u64);
+        if lines.is_empty() {
+            cp
+        } else {
+            let note = provenix_core::witness::add_signature_lines(cp.note(), &lines);
+            inner.store.update_checkpoint_note(size, &note).await?;
+            inner
+                .verifier
+                .verify(&note)
+                .map_err(|e| LogError::Signing(format!("cosigned checkpoint: {e}")))?
+        }
+    };
     inner.published.send_replace(Arc::new(cp));
     inner.metrics.checkpoint_size.set(size as i64);
     inner.metrics.checkpoints_signed.inc();

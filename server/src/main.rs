@@ -248,6 +248,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         LogConfig {
             integrate_interval: s.integrate_interval,
             queue_depth: s.queue_depth,
+            witnesses: s.witnesses.clone(),
+            witness_timeout: s.witness_timeout,
             ..LogConfig::default()
         },
         metrics,

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub integration_delay_seconds: Histogram,
     pub lookup_keys: Counter,
+    pub cosignatures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -66,6 +67,7 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             integration_delay_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             lookup_keys: Counter::default(),
+            cosignatures: Counter::default(),
         };
         r.register("entries", "Submitted entries by outcome", m.entries.clone());
         r.register(
@@ -105,6 +107,11 @@ impl Metrics {
             m.integration_delay_seconds.clone(),
         );
         r.register("lookup_keys", "Keys looked up", m.lookup_keys.clone());
+        r.register(
+            "witness_cosignatures",
+            "Witness cosignatures obtained",
+            m.cosignatures.clone(),
+        );
         Self {
             registry: Arc::new(r),
             ..m

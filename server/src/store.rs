@@ -507,6 +507,29 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a recorded checkpoint's note with the same checkpoint carrying more signatures
+    /// (witness cosignatures). Durable on return.
+    pub async fn update_checkpoint_note(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        let size = idx_i64(size)?;
+        match &self.backend {
+            Backend::Sqlite { write, .. } => {
+                sqlx::query("UPDATE checkpoints SET note = ? WHERE size = ?")
+                    .bind(note)
+                    .bind(size)
+                    .execute(write)
+                    .await?;
+            }
+            Backend::Postgres(p) => {
+                sqlx::query("UPDATE checkpoints SET note = $1 WHERE size = $2")
+                    .bind(note)
+                    .bind(size)
+                    .execute(p)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The largest checkpoint recorded, as `(size, note)`.
     pub async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
         let row: Option<(i64, String)> = match &self.backend {

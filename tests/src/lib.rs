@@ -9,6 +9,7 @@
 pub mod gen;
 pub mod pg;
 pub mod server;
+pub mod service;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,225 @@
+//! Witnessing end to end: `provenixd` asks a real `provenix witness` to cosign each checkpoint
+//! and serves the cosigned checkpoint; the witness speaks C2SP tlog-witness exactly and refuses a
+//! forked log.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use provenix::logclient::LogClient;
+use provenix_core::checkpoint::{LogSigner, LogVerifier};
+use provenix_core::merkle::Hash;
+use provenix_core::witness::{valid_cosignatures, AddCheckpoint, CosignerVerifier};
+use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
+use provenix_e2e::service::Service;
+use provenix_e2e::{bin, gen, runtime};
+
+fn witness(dir: &std::path::Path, log_keys: &[&str]) -> (Service, CosignerVerifier) {
+    let (sec, public) = (dir.join("w.sec"), dir.join("w.pub"));
+    let out = Command::new(bin("provenix"))
+        .args(["witness", "keygen", "witness.example/w1", "--secret-file"])
+        .arg(&sec)
+        .arg("--public-file")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vkey: CosignerVerifier = std::fs::read_to_string(&public).unwrap().parse().unwrap();
+    let mut cfg = format!(
+        "key-file = {:?}\nlisten = \"127.0.0.1:0\"\nstate-dir = {:?}\n",
+        sec,
+        dir.join("wstate")
+    );
+    for k in log_keys {
+        cfg.push_str(&format!("[[log]]\nkey = {k:?}\n"));
+    }
+    std::fs::write(dir.join("witness.toml"), cfg).unwrap();
+    let mut c = Command::new(bin("provenix"));
+    c.args(["witness", "serve", "--config"])
+        .arg(dir.join("witness.toml"));
+    (Service::start(c), vkey)
+}
+
+fn log_with_witness(
+    dir: &std::path::Path,
+    name: &str,
+    key_file: Option<&std::path::Path>,
+    w: &Service,
+    wkey: &CosignerVerifier,
+) -> Provenixd {
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    if let Some(k) = key_file {
+        std::fs::copy(k, data.join("log.key")).unwrap();
+    }
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "origin = \"log.example\"\n[[witness]]\nurl = {:?}\nkey = \"{wkey}\"\n",
+            w.url
+        ),
+    )
+    .unwrap();
+    let opts = ServerOpts {
+        config: Some(cfg),
+        ..ServerOpts::default()
+    };
+    add_builder(
+        &data,
+        &opts,
+        &gen::builder_key("alpha").public().to_string(),
+    );
+    Provenixd::start(&data, &opts)
+}
+
+#[test]
+fn the_log_serves_checkpoints_cosigned_by_its_witness_and_a_fork_gets_none() {
+    let dir = tempfile::tempdir().unwrap();
+    // The log's key first, so the witness can be configured with it.
+    let log_key = LogSigner::generate("log.example").unwrap();
+    std::fs::write(dir.path().join("log.key"), log_key.secret_string()).unwrap();
+    let (w, wkey) = witness(dir.path(), &[log_key.verifier_key()]);
+    let log = log_with_witness(
+        dir.path(),
+        "log",
+        Some(&dir.path().join("log.key")),
+        &w,
+        &wkey,
+    );
+    assert_eq!(log.verifier_key, log_key.verifier_key());
+    let verifier: LogVerifier = log.verifier_key.parse().unwrap();
+    let alpha = gen::builder_key("alpha");
+    let rt = runtime();
+    let client = LogClient::new(&log.url, Duration::from_secs(10)).unwrap();
+    for round in 0..3u64 {
+        let envs: Vec<Vec<u8>> = (0..5)
+            .map(|i| gen::signed(&alpha, round * 10 + i, i))
+            .collect();
+        let r = rt.block_on(client.submit(&envs, true)).unwrap();
+        let note = r.checkpoint.unwrap();
+        let cp = verifier.verify(&note).unwrap();
+        assert_eq!(cp.size(), 5 * (round + 1));
+        let cos = valid_cosignatures(&note, std::slice::from_ref(&wkey));
+        assert_eq!(
+            cos.len(),
+            1,
+            "checkpoint {} not cosigned: {note}",
+            cp.size()
+        );
+        // /checkpoint and lookups carry the same cosigned note.
+        let served = rt.block_on(client.checkpoint()).unwrap();
+        assert_eq!(
+            valid_cosignatures(&served, std::slice::from_ref(&wkey)).len(),
+            1
+        );
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("wstate/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["origins"]["log.example"]["size"], 15);
+
+    // A fork: the same key and origin, a different history. The witness refuses to cosign it.
+    let fork = log_with_witness(
+        dir.path(),
+        "fork",
+        Some(&dir.path().join("log.key")),
+        &w,
+        &wkey,
+    );
+    let fclient = LogClient::new(&fork.url, Duration::from_secs(10)).unwrap();
+    let envs: Vec<Vec<u8>> = (0..20).map(|i| gen::signed(&alpha, 1000 + i, i)).collect();
+    let r = rt.block_on(fclient.submit(&envs, true)).unwrap();
+    let note = r.checkpoint.unwrap();
+    assert_eq!(verifier.verify(&note).unwrap().size(), 20);
+    assert!(
+        valid_cosignatures(&note, std::slice::from_ref(&wkey)).is_empty(),
+        "the witness cosigned a fork"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("wstate/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        state["origins"]["log.example"]["size"], 15,
+        "the fork moved the witness's state"
+    );
+}
+
+#[test]
+fn witness_protocol_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = LogSigner::generate("log.example").unwrap();
+    let (w, _) = witness(dir.path(), &[log.verifier_key()]);
+    let rt = runtime();
+    let http = reqwest::Client::new();
+    let post = |body: String| {
+        rt.block_on(async {
+            let r = http
+                .post(format!("{}/add-checkpoint", w.url))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (r.status().as_u16(), ct, r.text().await.unwrap())
+        })
+    };
+    let req = |old: u64, proof: Vec<Hash>, note: &str| {
+        AddCheckpoint {
+            old_size: old,
+            proof,
+            checkpoint: note.to_owned(),
+        }
+        .to_body()
+    };
+    // Build a real tree to sign.
+    let leaves: Vec<Hash> = (0u8..10)
+        .map(|i| provenix_core::merkle::leaf_hash(&[i]))
+        .collect();
+    let tree = provenix_core::merkle::MemoryTree::from_leaves(leaves);
+    let cp4 = log.sign(4, tree.root_at(4).unwrap()).unwrap();
+    let cp10 = log.sign(10, tree.root_at(10).unwrap()).unwrap();
+
+    assert_eq!(post("garbage".into()).0, 400);
+    let stranger = LogSigner::generate("other.example")
+        .unwrap()
+        .sign(1, Hash::default())
+        .unwrap();
+    assert_eq!(post(req(0, vec![], stranger.note())).0, 404);
+    let impostor = LogSigner::generate("log.example")
+        .unwrap()
+        .sign(4, tree.root_at(4).unwrap())
+        .unwrap();
+    assert_eq!(post(req(0, vec![], impostor.note())).0, 403);
+    assert_eq!(post(req(11, vec![], cp10.note())).0, 400);
+    assert_eq!(post(req(0, vec![Hash::default()], cp4.note())).0, 400);
+    let (s, _, body) = post(req(0, vec![], cp4.note()));
+    assert_eq!(s, 200);
+    assert!(body.starts_with("\u{2014} witness.example/w1 "), "{body}");
+    // Wrong old size: 409 with the size the witness has.
+    let (s, ct, body) = post(req(3, tree.consistency_proof(3, 10).unwrap(), cp10.note()));
+    assert_eq!(
+        (s, ct.as_deref(), body.as_str()),
+        (409, Some("text/x.tlog.size"), "4\n")
+    );
+    // A proof that does not verify: 422.
+    let mut bad = tree.consistency_proof(4, 10).unwrap();
+    bad[0].0[0] ^= 1;
+    assert_eq!(post(req(4, bad, cp10.note())).0, 422);
+    // The right proof: cosigned; same size with another root: 409.
+    assert_eq!(
+        post(req(4, tree.consistency_proof(4, 10).unwrap(), cp10.note())).0,
+        200
+    );
+    let other10 = log.sign(10, Hash([7; 32])).unwrap();
+    let (s, _, body) = post(req(10, vec![], other10.note()));
+    assert_eq!((s, body.as_str()), (409, "10\n"));
+}
