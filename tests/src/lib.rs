@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod gen;
+pub mod nixeval;
 pub mod pg;
 pub mod server;
 
@@ -70,7 +71,10 @@ pub fn python() -> Option<PathBuf> {
     match std::env::var_os("PROVENIX_PYTHON") {
         Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
         _ => {
-            assert!(!ci(), "PROVENIX_PYTHON must be set in CI (the test script creates the venv)");
+            assert!(
+                !ci(),
+                "PROVENIX_PYTHON must be set in CI (the test script creates the venv)"
+            );
             eprintln!("SKIP: PROVENIX_PYTHON not set; run the README's test command");
             None
         }
