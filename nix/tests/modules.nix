@@ -380,6 +380,6 @@ let
   );
 in
 {
-  inherit cases check;
+  inherit cases check samples;
   names = builtins.attrNames samples;
 }

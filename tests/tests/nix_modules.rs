@@ -184,6 +184,9 @@ fn every_nix_file_parses() {
         "nix/tests/stand-in/pkgs.nix",
         "nix/tests/stand-in/nixos.nix",
         "nix/tests/stand-in/eval.nix",
+        "nix/tests/flake-outputs.nix",
+        "nix/tests/mock-nixpkgs/default.nix",
+        "nix/tests/mock-nixpkgs/lib.nix",
     ] {
         assert!(
             rel.iter().any(|r| r == expected),
@@ -840,6 +843,107 @@ fn stand_in_disabled_modules_define_nothing_and_priorities_apply() {
     )
     .unwrap();
     assert_eq!(v, json!(["debug", "always", ["multi-user.target"]]));
+}
+
+// ---- flake.nix --------------------------------------------------------------------------------------
+
+#[test]
+fn flake_outputs_evaluate_against_a_mock_nixpkgs() {
+    let Some(nix) = NixEval::new() else { return };
+    let f = nix
+        .eval_file(&root().join("nix/tests/flake-outputs.nix"), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f["systems"], json!(["aarch64-linux", "x86_64-linux"]));
+
+    // One build of the workspace's two binaries, offline from Cargo.lock, at the workspace's
+    // version; `provenixd` is the same build (no rebuild) with provenixd as main program.
+    let cargo_toml = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let version = cargo_toml
+        .split("[workspace.package]")
+        .nth(1)
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap();
+    let p = at(&f, "/packages");
+    for name in ["default", "provenix", "provenixd", "provenix-tpm"] {
+        let pkg = &p[name];
+        assert_eq!(pkg["pname"], "provenix", "{name}");
+        assert_eq!(pkg["version"], version, "{name}");
+        assert_eq!(
+            pkg["cargoBuildFlags"],
+            json!(["--package", "provenix-server", "--package", "provenix"])
+        );
+        assert_eq!(
+            pkg["cargoTestFlags"],
+            json!(["--package", "provenix-core", "--lib"])
+        );
+        assert_eq!(
+            pkg["lockFile"],
+            root().join("Cargo.lock").display().to_string()
+        );
+    }
+    assert_eq!(p["default"]["path"], p["provenix"]["path"]);
+    assert_eq!(p["provenixd"]["path"], p["provenix"]["path"]);
+    assert_eq!(p["provenix"]["mainProgram"], "provenix");
+    assert_eq!(p["provenixd"]["mainProgram"], "provenixd");
+    assert_eq!(p["provenix"]["buildFeatures"], json!([]));
+    assert_eq!(p["provenix-tpm"]["withTpm"], json!(true));
+    assert_eq!(p["provenix-tpm"]["buildFeatures"], json!(["provenix/tpm"]));
+    assert_eq!(p["provenix-tpm"]["checkFeatures"], json!([]));
+    assert_eq!(
+        p["provenix-tpm"]["nativeBuildInputs"],
+        json!(["pkg-config-0.29.2"])
+    );
+    assert_eq!(p["provenix-tpm"]["buildInputs"], json!(["tpm2-tss-4.1.3"]));
+    assert_ne!(p["provenix-tpm"]["path"], p["provenix"]["path"]);
+
+    // The source holds what Cargo reads, not the Nix files, docs or build results.
+    for (k, v) in at(&f, "/source/kept").as_object().unwrap() {
+        assert_eq!(v, &json!(true), "{k} must be in the package source");
+    }
+    for (k, v) in at(&f, "/source/dropped").as_object().unwrap() {
+        assert_eq!(v, &json!(true), "{k} must not be in the package source");
+    }
+
+    assert_eq!(f["overlay"], json!(["provenix", "provenixd"]));
+    assert_eq!(
+        f["nixosModules"],
+        json!(["builder", "default", "log", "substituter"])
+    );
+    assert_eq!(
+        f["checks"]["x86_64-linux"],
+        json!([
+            "fmt",
+            "modules-stand-in",
+            "package",
+            "vm-builder",
+            "vm-log",
+            "vm-substituter"
+        ])
+    );
+    assert_eq!(
+        f["checks"]["aarch64-linux"],
+        json!(["fmt", "modules-stand-in", "package"])
+    );
+    let vm = at(&f, "/vmTests");
+    assert_eq!(vm["vm-log"]["nodeNames"], json!(["client", "log", "logpg"]));
+    assert_eq!(vm["vm-builder"]["nodeNames"], json!(["builder", "log"]));
+    assert_eq!(
+        vm["vm-substituter"]["nodeNames"],
+        json!(["builder", "client", "log"])
+    );
+    assert!(text(vm, "/vm-log/testScript").contains(&format!("vkey = \"{}\"", key("log.vkey"))));
+    assert!(text(vm, "/vm-substituter/testScript")
+        .contains(&format!("re.escape(\"{}\")", key("client.pub"))));
+
+    // Through the flake, the modules run the flake's own package.
+    let pkg = text(&f, "/packages/default/path");
+    let m = at(&f, "/modulePackage");
+    assert!(text(m, "/log").starts_with(&format!("{pkg}/bin/provenixd serve --config /nix/store/")));
+    assert!(text(m, "/push").starts_with(&format!("{pkg}/bin/provenix push --config /nix/store/")));
+    assert!(text(m, "/substituter").starts_with(&format!(
+        "{pkg}/bin/provenix substituter --config /nix/store/"
+    )));
 }
 
 // ---- provenix check-config (builder.toml and trust.toml) ------------------------------------------

@@ -103,6 +103,7 @@ let
 in
 {
   inherit runtimeShell;
+  stdenv.hostPlatform.system = "x86_64-linux";
 
   formats.toml =
     { }:
