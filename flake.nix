@@ -19,20 +19,14 @@
       # The plain modules take `pkgs.provenix` (from the overlay); through the flake they default
       # to this flake's build, so no overlay is needed.
       withPackage =
-        file:
+        file: services:
         { lib, pkgs, ... }:
         {
           _file = "${self}/flake.nix#nixosModules";
           imports = [ file ];
-          config =
-            let
-              package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
-            in
-            {
-              services.provenix-log.package = package;
-              services.provenix-builder.package = package;
-              services.provenix-substituter.package = package;
-            };
+          config.services = lib.genAttrs services (_: {
+            package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+          });
         };
     in
     {
@@ -45,10 +39,14 @@
       });
 
       nixosModules = {
-        log = withPackage ./nix/modules/log.nix;
-        builder = withPackage ./nix/modules/builder.nix;
-        substituter = withPackage ./nix/modules/substituter.nix;
-        default = withPackage ./nix/modules;
+        log = withPackage ./nix/modules/log.nix [ "provenix-log" ];
+        builder = withPackage ./nix/modules/builder.nix [ "provenix-builder" ];
+        substituter = withPackage ./nix/modules/substituter.nix [ "provenix-substituter" ];
+        default = withPackage ./nix/modules [
+          "provenix-log"
+          "provenix-builder"
+          "provenix-substituter"
+        ];
       };
 
       devShells = forAllSystems (pkgs: {

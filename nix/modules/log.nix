@@ -269,9 +269,10 @@ in
       }
     ];
 
-    warnings = lib.optional (cfg.settings.origin == null) ''
-      services.provenix-log.settings.origin is not set: the log will be named "provenix-log", like every other log left unnamed, and trust.toml cannot list two logs of the same name.
-    '';
+    warnings = lib.optional (cfg.settings.origin == null) (
+      "services.provenix-log.settings.origin is not set: the log will be named \"provenix-log\", "
+      + "like every other log left unnamed, and trust.toml cannot list two logs of the same name."
+    );
 
     services.provenix-log.configFile = configFile;
 

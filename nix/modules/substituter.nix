@@ -265,9 +265,10 @@ in
       }
     ];
 
-    warnings = lib.optional (!cfg.exclusive) ''
-      services.provenix-substituter.exclusive = false: every other substituter whose key Nix trusts can serve paths without the quorum.
-    '';
+    warnings = lib.optional (!cfg.exclusive) (
+      "services.provenix-substituter.exclusive = false: every other substituter whose key Nix "
+      + "trusts can serve paths without the quorum."
+    );
 
     services.provenix-substituter.configFile = configFile;
 

@@ -82,6 +82,23 @@ in
   vmTests = builtins.mapAttrs (_: t: { inherit (t) name nodeNames testScript; }) {
     inherit (self.checks.x86_64-linux) vm-log vm-builder vm-substituter;
   };
+  # Each role's module alone (only its own options exist then), with the flake's package.
+  singleModules =
+    let
+      one =
+        module: sample: unit:
+        (evalConfig {
+          modules = [
+            self.nixosModules.${module}
+            (import ./modules.nix).samples.${sample}.config
+          ];
+        }).config.systemd.services.${unit}.serviceConfig.ExecStart;
+    in
+    {
+      log = one "log" "log-full" "provenix-log";
+      builder = one "builder" "builder" "provenix-push";
+      substituter = one "substituter" "substituter" "provenix-substituter";
+    };
   modulePackage = {
     log = roles.systemd.services.provenix-log.serviceConfig.ExecStart;
     push = roles.systemd.services.provenix-push.serviceConfig.ExecStart;

@@ -82,7 +82,7 @@ let
     log-minimal = {
       config.services.provenix-log.enable = true;
       warnings = [
-        "services.provenix-log.settings.origin is not set: the log will be named \"provenix-log\", like every other log left unnamed, and trust.toml cannot list two logs of the same name.\n"
+        "services.provenix-log.settings.origin is not set: the log will be named \"provenix-log\", like every other log left unnamed, and trust.toml cannot list two logs of the same name."
       ];
     };
     log-full = {
@@ -259,7 +259,7 @@ let
         nix.settings.extra-substituters = [ "https://other.example" ];
       };
       warnings = [
-        "services.provenix-substituter.exclusive = false: every other substituter whose key Nix trusts can serve paths without the quorum.\n"
+        "services.provenix-substituter.exclusive = false: every other substituter whose key Nix trusts can serve paths without the quorum."
       ];
     };
     substituter-bypass = {

@@ -715,7 +715,10 @@ fn substituter_module_shared_mode_and_bypass_assertions() {
             key("client.pub")
         ])
     );
-    assert_eq!(c["warnings"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        c["warnings"],
+        json!(["services.provenix-substituter.exclusive = false: every other substituter whose key Nix trusts can serve paths without the quorum."])
+    );
 
     let c = case(&nix, "substituter-forced-elsewhere");
     assert_eq!(
@@ -936,14 +939,23 @@ fn flake_outputs_evaluate_against_a_mock_nixpkgs() {
     assert!(text(vm, "/vm-substituter/testScript")
         .contains(&format!("re.escape(\"{}\")", key("client.pub"))));
 
-    // Through the flake, the modules run the flake's own package.
+    // Through the flake, the modules run the flake's own package: the default module with all
+    // three roles, and each role's module alone (where only its own options exist).
     let pkg = text(&f, "/packages/default/path");
-    let m = at(&f, "/modulePackage");
-    assert!(text(m, "/log").starts_with(&format!("{pkg}/bin/provenixd serve --config /nix/store/")));
-    assert!(text(m, "/push").starts_with(&format!("{pkg}/bin/provenix push --config /nix/store/")));
-    assert!(text(m, "/substituter").starts_with(&format!(
-        "{pkg}/bin/provenix substituter --config /nix/store/"
-    )));
+    for (pointer, command) in [
+        ("/modulePackage/log", "bin/provenixd serve"),
+        ("/modulePackage/push", "bin/provenix push"),
+        ("/modulePackage/substituter", "bin/provenix substituter"),
+        ("/singleModules/log", "bin/provenixd serve"),
+        ("/singleModules/builder", "bin/provenix push"),
+        ("/singleModules/substituter", "bin/provenix substituter"),
+    ] {
+        let exec = text(&f, pointer);
+        assert!(
+            exec.starts_with(&format!("{pkg}/{command} --config /nix/store/")),
+            "{pointer}: {exec}"
+        );
+    }
 }
 
 // ---- provenix check-config (builder.toml and trust.toml) ------------------------------------------
