@@ -208,7 +208,7 @@ in
     builders = mkOption {
       type = types.listOf (types.strMatching common.publicKeyPattern);
       default = [ ];
-      example = [ "alpha:R5Qm0zX1eXwQrv8ytnVtKkDGHd4Xy9wHy8ntrBxJDrY=" ];
+      example = [ "alpha:H0W/1cdCbeB1LdR1FDuqbziaHx/Od0mxbGcC/OS/W+E=" ];
       description = ''
         Builder public keys (`NAME:BASE64`, as `provenix keygen` prints them) added to the
         log's allow-list with `provenixd builders add` before every start. A key replaces an

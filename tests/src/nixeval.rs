@@ -101,7 +101,8 @@ impl NixEval {
     }
 }
 
-/// Every `*.nix` file under `root`, skipping `target/` and hidden directories.
+/// Every `*.nix` file under `root`, skipping `target/`, hidden directories and `result*` links
+/// (`nix build` outputs, which point into the store).
 pub fn nix_files(root: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -112,7 +113,7 @@ pub fn nix_files(root: &Path) -> Vec<PathBuf> {
         for p in entries {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if p.is_dir() {
-                if name != "target" && !name.starts_with('.') {
+                if name != "target" && !name.starts_with('.') && !name.starts_with("result") {
                     walk(&p, out);
                 }
             } else if name.ends_with(".nix") {
