@@ -85,6 +85,14 @@ let
     ''}
   '';
 
+  # What the admin wrapper runs in its transient unit: the service's key installation (so a
+  # first `key` or `builders` before the first start cannot create another key), then provenixd.
+  adminRun = pkgs.writeShellScript "provenix-log-admin-run" ''
+    set -eu
+    ${lib.optionalString (cfg.keyFile != null) "${installKey}"}
+    exec ${provenixd} "$@"
+  '';
+
   # `provenixd key` / `provenixd builders …` run as the log's own (dynamic) user, so that
   # database files they create are the service's, never root's.
   adminScript = pkgs.writeShellScriptBin "provenix-log-admin" ''
@@ -105,9 +113,10 @@ let
     esac
     exec ${config.systemd.package}/bin/systemd-run --quiet --pipe --wait --collect \
       --property=DynamicUser=yes --property=User=provenix-log \
-      --property=StateDirectory=${stateDirectory} \
+      --property=StateDirectory=${stateDirectory} --property=UMask=0077 \
       ${lib.optionalString (cfg.environmentFile != null) "--property=EnvironmentFile=${toString cfg.environmentFile}"} \
-      -- ${provenixd} "$@"
+      ${lib.optionalString (cfg.keyFile != null) "--property=LoadCredential=log-key:${toString cfg.keyFile}"} \
+      -- ${adminRun} "$@"
   '';
 in
 {

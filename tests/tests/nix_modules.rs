@@ -291,8 +291,10 @@ fn log_module_runs_provenixd_sandboxed_with_a_checked_config() {
     );
     assert!(
         script.contains("--property=DynamicUser=yes --property=User=provenix-log")
-            && script.contains("--property=StateDirectory=provenix-log")
-            && script.contains(&format!("-- {pkg}/bin/provenixd \"$@\"")),
+            && script.contains("--property=StateDirectory=provenix-log --property=UMask=0077")
+            && script.contains("-provenix-log-admin-run \"$@\"")
+            && !script.contains("EnvironmentFile")
+            && !script.contains("LoadCredential"),
         "{script}"
     );
 }
@@ -343,6 +345,14 @@ fn log_module_full_options() {
     assert!(sync.contains(&add(&key("alpha.pub"))), "{sync}");
     assert!(sync.contains(&add(&key("beta.pub"))), "{sync}");
     assert!(sync.contains("keep=\" alpha beta \""), "{sync}");
+    // The admin wrapper passes the same environment file and key to its transient unit.
+    let admin = text(&c, "/systemPackages/0/text");
+    assert!(
+        admin.contains("--property=EnvironmentFile=/run/secrets/provenix-log.env")
+            && admin.contains("--property=LoadCredential=log-key:/run/secrets/provenix-log.key")
+            && admin.contains("--property=StateDirectory=provenix/log-a"),
+        "{admin}"
+    );
     assert!(
         sync.contains(&format!(
             "{pkg}/bin/provenixd builders remove --config {config_path} \"$name\""
