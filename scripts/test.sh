@@ -56,6 +56,8 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+say "rustdoc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 say "building binaries"
 cargo build --workspace --bins --all-features
 say "running tests"

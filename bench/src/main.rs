@@ -7,7 +7,7 @@
 //! cargo run --release -p provenix-bench -- <benchmark> [options]
 //! ```
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod ingest;
 mod stats;

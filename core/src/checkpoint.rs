@@ -1,7 +1,7 @@
 //! C2SP `tlog-checkpoint` in a C2SP `signed-note`, signed with the log's Ed25519 key.
 //!
 //! - Log secret key: `PRIVATE+KEY+<name>+<hex id>+<base64(0x01 ‖ seed)>` (Go's note format).
-//! - Verifier key: `<name>+<hex id>+<base64(0x01 ‖ pub)>`, id = SHA-256(name ‖ 0x0A ‖ 0x01 ‖ pub)[:4].
+//! - Verifier key: `<name>+<hex id>+<base64(0x01 ‖ pub)>`, id = the first 4 bytes of SHA-256(name ‖ 0x0A ‖ 0x01 ‖ pub).
 //! - The checkpoint origin is the key name: a note is accepted only if its origin line equals the
 //!   verifier's name, so a checkpoint of one log can never pass for another's.
 

@@ -2,7 +2,7 @@
 //!
 //! Hashing and the proof algorithms come from `tlog_tiles` (a port of Go's `sumdb/tlog`, which
 //! reproduces the public vectors byte-for-byte). This module adds the types that cross our
-//! boundaries ([`Hash`], [`LeafIndex`], [`TreeSize`]), input checks that keep every panic in the
+//! boundaries ([`Hash`](struct@Hash), [`LeafIndex`], [`TreeSize`]), input checks that keep every panic in the
 //! library unreachable, and [`MemoryTree`], an append-only store of every tree node.
 //!
 //! Hashes are stored in "stored hash index" order (Go's tlog layout): appending leaf `n` appends

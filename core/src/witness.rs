@@ -6,7 +6,7 @@
 //! a split view (showing them a tree others never saw) need k colluding witnesses.
 //!
 //! Keys: the verifier key is `<name>+<hex id>+base64(0x04 ‖ pub)`, id =
-//! SHA-256(name ‖ 0x0A ‖ 0x04 ‖ pub)[:4]; provenix stores a cosigner's secret as
+//! the first 4 bytes of SHA-256(name ‖ 0x0A ‖ 0x04 ‖ pub); provenix stores a cosigner's secret as
 //! `PRIVATE+KEY+<name>+<hex id>+base64(0x04 ‖ seed)` (the note format with type 0x04).
 
 use std::fmt;
@@ -385,7 +385,7 @@ mod tests {
         let cosigned = add_signature_lines(cp.note(), &[line.clone(), line]);
         assert_eq!(cosigned.matches('\u{2014}').count(), 2);
         assert_eq!(
-            valid_cosignatures(&cosigned, &[v.clone()]),
+            valid_cosignatures(&cosigned, std::slice::from_ref(&v)),
             vec![("witness.example/w1".into(), 1_767_139_200)]
         );
         // The log's own verifier still accepts the cosigned note.

@@ -322,7 +322,7 @@ async fn bad_input_gets_its_code_and_stores_nothing(fx: Fx) {
         app,
         Method::POST,
         "/v1/entries?wait=soon",
-        submit_body(&[good.clone()]),
+        submit_body(std::slice::from_ref(&good)),
     )
     .await;
     assert_eq!(
@@ -363,7 +363,7 @@ async fn bad_input_gets_its_code_and_stores_nothing(fx: Fx) {
     ];
     let before = fx.log.sequenced_size();
     for (bad, code) in &cases {
-        let r = submit(&fx, &[bad.clone()], false).await;
+        let r = submit(&fx, std::slice::from_ref(bad), false).await;
         match &r.results[0] {
             SubmitResult::Rejected { error } => assert_eq!(error.code, *code, "{}", error.message),
             other => panic!("accepted a bad entry ({code}): {other:?}"),

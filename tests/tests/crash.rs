@@ -3,6 +3,8 @@
 //! signed checkpoint's root is the root of that many stored leaves, and that no client ever saw
 //! a checkpoint shrink. Run on SQLite and on PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};

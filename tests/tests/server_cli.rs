@@ -1,6 +1,8 @@
 //! `provenixd`'s command line: first start, key/database binding, check-config, builder
 //! management while running, and shutdown that drains the sequencer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 use std::time::Duration;
@@ -186,7 +188,7 @@ fn builders_are_managed_while_running_and_shutdown_drains() {
         "no submission was in flight at SIGTERM: the test proved nothing"
     );
     assert!(
-        size >= 1 + acked as u64,
+        size > acked as u64,
         "checkpoint {size} does not cover {acked} acknowledged entries"
     );
 }
