@@ -2,6 +2,14 @@
 //!
 //! - [`logclient`]: HTTP client for `provenixd`.
 //! - [`keygen`]: builder keys in Nix's format.
+//! - [`builder_config`]: `builder.toml`.
+//! - [`hook`], [`spool`], [`push`], [`nixstore`]: from a finished Nix build to entries in
+//!   every configured log.
 
+pub mod builder_config;
+pub mod hook;
 pub mod keygen;
 pub mod logclient;
+pub mod nixstore;
+pub mod push;
+pub mod spool;
