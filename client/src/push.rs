@@ -148,6 +148,22 @@ fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
     base.mul_f64(0.75 + f64::from(jitter) / 1000.0)
 }
 
+/// An error with its causes (`reqwest` keeps the useful part, e.g. "connection refused", in
+/// the source chain).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// Unix nanoseconds as an RFC 3339 UTC time with nanoseconds (`2026-11-21T23:48:31.687143418Z`).
 pub fn rfc3339(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
@@ -639,7 +655,7 @@ impl Pusher {
                             chunk.len()
                         ));
                     }
-                    Err(e) => log_error = Some(e.to_string()),
+                    Err(e) => log_error = Some(error_chain(&e)),
                 }
             }
             let log = &mut self.logs[li];
