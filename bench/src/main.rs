@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod hook;
+mod push;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -23,9 +25,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Bench {}
+enum Bench {
+    /// Cost of `provenix hook` per build: median/p90/max over real hook runs (issue 3).
+    Hook(hook::HookArgs),
+    /// Throughput of `provenix push --once` draining spooled records into a local log (issue 3).
+    Push(push::PushArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.bench {}
+    match cli.bench {
+        Bench::Hook(a) => hook::run(&a),
+        Bench::Push(a) => push::run(&a),
+    }
 }
