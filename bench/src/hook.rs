@@ -101,8 +101,22 @@ pub fn run(args: &HookArgs) -> anyhow::Result<()> {
         let s = Command::new("/bin/true").status();
         assert!(s.is_ok_and(|s| s.success()));
     });
+    // The flush floor: the same append + fdatasync, in process, next to the spool.
+    let probe = builder.spool.join("flush-probe");
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&probe)?;
+    let flush = time(args.calls, || {
+        use std::io::Write as _;
+        (&f).write_all(b"\n{\"probe\":1}\n").unwrap();
+        f.sync_data().unwrap();
+    });
+    drop(f);
+    std::fs::remove_file(&probe)?;
     line("provenix hook (spawn+record+exit)", &hook);
     line("/bin/true (process spawn floor)", &floor);
+    line("append+fdatasync in process (disk)", &flush);
     if args.naive_calls > 0 {
         let script = tmp.path().join("naive-hook.sh");
         std::fs::write(

@@ -2,7 +2,7 @@
 //!
 //! - [`logclient`]: HTTP client for `provenixd`.
 //! - [`keygen`]: builder keys in Nix's format.
-//! - [`builder_config`]: `builder.toml`.
+//! - [`builder_config`]: the builder's `builder.toml`.
 //! - [`hook`], [`spool`], [`push`], [`nixstore`]: from a finished Nix build to entries in
 //!   every configured log.
 

@@ -584,7 +584,9 @@ impl Pusher {
         let now = Instant::now();
         let batch_size = self.cfg.push.batch_size;
         // Per log: chunks of (batch index, record index) and their envelopes.
-        let mut work: Vec<(usize, LogClient, Vec<Vec<(usize, usize)>>)> = Vec::new();
+        // (log index, its client, chunks of (batch index, record index)).
+        type Chunks = Vec<Vec<(usize, usize)>>;
+        let mut work: Vec<(usize, LogClient, Chunks)> = Vec::new();
         for (li, log) in self.logs.iter().enumerate() {
             if log.gave_up || log.next_try > now {
                 continue;

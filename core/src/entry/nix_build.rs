@@ -194,16 +194,6 @@ impl NixBuild {
     }
 }
 
-impl Default for Builder {
-    fn default() -> Self {
-        Self {
-            id: String::new(),
-            version: Default::default(),
-            builder_dependencies: Vec::new(),
-        }
-    }
-}
-
 /// SHA-256 of the domain-separated canonical text of a trace map entry (DESIGN.md §4), the
 /// `extraData` of an entry's TPM quote. Outputs are sorted by store path, so the digest does not
 /// depend on their order in the statement:

@@ -84,7 +84,7 @@ pub struct RunDetails {
 }
 
 /// SLSA Builder.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Builder {
     pub id: String,
