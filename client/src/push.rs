@@ -49,6 +49,8 @@ pub const EXIT_UNDELIVERED: u8 = 2;
 /// Exit status of `push --once` when all deliverable records were delivered but some were
 /// set aside in `failed/`.
 pub const EXIT_SET_ASIDE: u8 = 3;
+/// Prepared records held in memory before `push` stops preparing more until logs catch up.
+const MAX_IN_MEMORY: usize = 20_000;
 /// Largest request body `push` sends (well under `provenixd`'s default limit).
 const MAX_SUBMIT_BYTES: usize = 8 << 20;
 
@@ -333,11 +335,20 @@ impl Pusher {
     /// Drains the spool; with `once == false` runs until killed.
     pub fn run(&mut self, once: bool) -> anyhow::Result<PushReport> {
         self.once = once;
+        let cap = MAX_IN_MEMORY.max(self.cfg.push.batch_size);
+        let in_memory = |b: &[Batch]| b.iter().map(|b| b.records.len()).sum::<usize>();
         loop {
-            let more_incoming = self.intake(once)?;
+            // Prepare more only while the backlog held in memory is bounded (a long outage
+            // leaves the rest in the journal, where it is just as safe).
+            let more_incoming = if in_memory(&self.batches) >= cap {
+                true
+            } else {
+                self.intake(once)?
+            };
             self.deliver();
             self.finalize()?;
             let waiting = self.batches.iter().any(|b| !b.records.is_empty());
+            let full = in_memory(&self.batches) >= cap;
             if once {
                 let logs_done = !waiting
                     || self
@@ -346,7 +357,7 @@ impl Pusher {
                         .enumerate()
                         .all(|(i, l)| l.gave_up || !self.has_work(i));
                 let store_done =
-                    !more_incoming || self.store_failures >= self.cfg.push.once_attempts;
+                    !more_incoming || self.store_failures >= self.cfg.push.once_attempts || full;
                 if logs_done && store_done {
                     break;
                 }
@@ -358,7 +369,7 @@ impl Pusher {
                 .iter()
                 .enumerate()
                 .any(|(i, l)| !l.gave_up && l.next_try <= now && self.has_work(i));
-            let store_ready = more_incoming && self.store_next_try <= now;
+            let store_ready = more_incoming && !full && self.store_next_try <= now;
             if log_ready || store_ready {
                 continue;
             }
@@ -368,7 +379,7 @@ impl Pusher {
                     wake = wake.min(l.next_try);
                 }
             }
-            if more_incoming {
+            if more_incoming && !full {
                 wake = wake.min(self.store_next_try);
             }
             if once && !more_incoming && !waiting {
