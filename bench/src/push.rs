@@ -28,7 +28,7 @@ pub struct PushArgs {
     #[arg(long, default_value_t = 10_000)]
     pub records: usize,
     /// `push.batch-size` (records per store query and per submission).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 500)]
     pub batch_size: usize,
     /// Length of the chain of real builds every record depends on (its input closure).
     #[arg(long, default_value_t = 3)]
