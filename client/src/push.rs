@@ -794,6 +794,74 @@ mod tests {
     }
 
     #[test]
+    fn oversized_entries_fall_back_to_direct_inputs_and_a_closure_digest() {
+        use provenix_core::entry::{Dependency, Entry, Output};
+        use provenix_core::nix::NarHash;
+        let key = NixSecretKey::from_seed("alpha", [3; 32]).unwrap();
+        let path = |i: u32| -> StorePath {
+            let mut h = [0u8; 20];
+            h[..4].copy_from_slice(&i.to_be_bytes());
+            format!(
+                "/nix/store/{}-dep-{i}",
+                provenix_core::nix::base32::encode(&h)
+            )
+            .parse()
+            .unwrap()
+        };
+        let deps: Vec<Dependency> = (0..600)
+            .map(|i| Dependency {
+                path: path(i),
+                nar_hash: NarHash::from_bytes([i as u8; 32]),
+            })
+            .collect();
+        let mut direct: Vec<StorePath> = vec![path(1), path(2)];
+        direct.sort();
+        let out = Output {
+            name: "out".into(),
+            path: path(999),
+            nar_hash: NarHash::from_bytes([9; 32]),
+            nar_size: Some(1),
+            references: vec![],
+        };
+        let facts = BuildFacts {
+            derivation: "/nix/store/92wwbnb2x9qbsi4lyajmkzmz0ypak6ki-top-x1.drv"
+                .parse()
+                .unwrap(),
+            drv_sha256: [1; 32],
+            system: "x86_64-linux".into(),
+            outputs: vec![out.clone()],
+            dependencies: deps.clone(),
+            direct_inputs: direct,
+        };
+        let build = NixBuild {
+            builder: "alpha".into(),
+            derivation: Some(facts.derivation.clone()),
+            drv_sha256: Some(facts.drv_sha256),
+            outputs: vec![out],
+            dependencies: deps,
+            built_locally: true,
+            counter: Some(1),
+            ..Default::default()
+        };
+        assert!(build.sign(&key).canonical_json().len() > MAX_LEAF_BYTES);
+        let env = sign_bounded(&build, &facts, &key).unwrap();
+        assert!(env.len() <= MAX_LEAF_BYTES);
+        let e = Entry::parse(&env).unwrap();
+        e.verify(&key.public()).unwrap();
+        let bd = &e.statement().predicate.build_definition;
+        // The .drv and the two direct inputs.
+        assert_eq!(bd.resolved_dependencies.len(), 3);
+        assert_eq!(bd.internal_parameters["inputClosure"]["paths"], 600);
+        assert_eq!(
+            bd.internal_parameters["inputClosure"]["sha256"]
+                .as_str()
+                .unwrap()
+                .len(),
+            64
+        );
+    }
+
+    #[test]
     fn backoff_doubles_and_is_capped() {
         let (i, m) = (Duration::from_millis(100), Duration::from_millis(1000));
         for (n, base) in [

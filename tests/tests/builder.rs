@@ -545,3 +545,40 @@ fn the_push_service_delivers_parallel_builds_exactly_once_across_kills() {
     }
     assert_eq!(tree_size(&log), 30, "every build exactly once");
 }
+
+#[test]
+fn a_log_that_refuses_the_builder_keeps_the_records_until_it_accepts_it() {
+    if !require_tool("nix-build") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let builder = Builder::new(&tmp.path().join("alpha"), "alpha", &[], "");
+    // The log does not know this builder yet.
+    let data = tmp.path().join("log");
+    let log = Provenixd::start(&data, &ServerOpts::default());
+    builder.write_config(&[&log.url], "");
+    let store = builder.store(&tmp.path().join("store"));
+    let expr = write_test_expr(tmp.path(), &unique("unknown"));
+    let out = store.build(&expr, &["dep"]);
+    let push = builder.push_once();
+    assert_eq!(push.status.code(), Some(2), "{}", show(&push));
+    assert!(
+        String::from_utf8_lossy(&push.stderr).contains("unknown_builder"),
+        "{}",
+        show(&push)
+    );
+    let c = builder.spool_counts();
+    assert_eq!((c.pending, c.failed), (1, 0), "kept, not set aside");
+    // Once the operator allows the builder (the running log sees it within a second), the
+    // same entry goes through.
+    add_builder(&data, &ServerOpts::default(), &builder.public_key);
+    std::thread::sleep(Duration::from_millis(1500));
+    let push = builder.push_once();
+    assert!(push.status.success(), "{}", show(&push));
+    let (e, _) = lookup(&log, &out[0].hash().to_string(), 1);
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        builder.spool_counts(),
+        provenix::spool::SpoolCounts::default()
+    );
+}
