@@ -9,7 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod hook;
 mod ingest;
+mod push;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -27,11 +29,17 @@ struct Cli {
 enum Bench {
     /// The log (issue 2): ingest rate, ack→checkpoint delay, lookups, disk, RSS; SQLite and PostgreSQL.
     Ingest(ingest::IngestArgs),
+    /// Cost of `provenix hook` per build: median/p90/max over real hook runs (issue 3).
+    Hook(hook::HookArgs),
+    /// Throughput of `provenix push --once` draining spooled records into a local log (issue 3).
+    Push(push::PushArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
         Bench::Ingest(a) => ingest::run(a),
+        Bench::Hook(a) => hook::run(&a),
+        Bench::Push(a) => push::run(&a),
     }
 }

@@ -2,7 +2,12 @@
 //!
 //! - [`logclient`]: HTTP client for `provenixd`.
 //! - [`keygen`]: builder keys in Nix's format.
+//! - [`builder_config`]: the builder's `builder.toml`.
+//! - [`hook`], [`spool`], [`push`], [`nixstore`]: from a finished Nix build to entries in
+//!   every configured log.
 
+pub mod builder_config;
+pub mod hook;
 pub mod keygen;
 pub mod logclient;
 pub mod witness;
@@ -23,3 +28,6 @@ pub async fn shutdown_signal() {
         _ => std::future::pending::<()>().await,
     }
 }
+pub mod nixstore;
+pub mod push;
+pub mod spool;

@@ -23,9 +23,31 @@ enum Command {
     /// Run a transparency-log witness (C2SP tlog-witness) or make its key.
     #[command(subcommand)]
     Witness(provenix::witness::WitnessCommand),
+    /// Nix post-build-hook: record $DRV_PATH in the spool of $PROVENIX_CONFIG and exit 0,
+    /// whatever happens. Nix runs hooks without arguments: point `post-build-hook` at a
+    /// symlink to this binary named `provenix-hook`, or at a script `exec provenix hook`.
+    Hook,
+    /// Drain the spool: describe, sign and submit every recorded build to every log.
+    Push(provenix::push::PushArgs),
 }
 
 fn main() -> ExitCode {
+    // The hook path first: no argument parsing beyond argv, no tracing, no runtime, exit 0.
+    let mut args = std::env::args_os();
+    let argv0 = args.next();
+    let first = args.next();
+    let as_hook = argv0
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == provenix::hook::HOOK_ARGV0);
+    if (as_hook && first.is_none())
+        || (first.as_deref() == Some("hook".as_ref()) && args.next().is_none())
+    {
+        provenix::hook::run();
+        return ExitCode::SUCCESS;
+    }
+
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -40,6 +62,11 @@ fn main() -> ExitCode {
         Command::Witness(cmd) => runtime()
             .and_then(|rt| rt.block_on(provenix::witness::run(cmd)))
             .map(|()| ExitCode::SUCCESS),
+        Command::Hook => {
+            provenix::hook::run();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Push(args) => provenix::push::run(&args),
     };
     match result {
         Ok(code) => code,
