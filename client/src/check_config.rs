@@ -11,7 +11,7 @@ use provenix_core::policy::TrustConfig;
 /// Arguments of `provenix check-config`.
 #[derive(clap::Args, Debug)]
 pub struct CheckConfigArgs {
-    /// The file to check (a `trust.toml`).
+    /// The file to check (a `trust.toml` or a `builder.toml`).
     #[arg(long)]
     pub config: PathBuf,
 }
@@ -21,6 +21,8 @@ pub struct CheckConfigArgs {
 pub enum FileKind {
     /// `trust.toml` (DESIGN.md §7): `[[log]]`, `[[builder]]`, `[policy]`, `[substituter]`.
     Trust,
+    /// `builder.toml` (DESIGN.md §11): `key-file`, `spool`, `logs`.
+    Builder,
 }
 
 /// Which kind of file `text` is, from its top-level keys; `None` if it is none we know (or not
@@ -31,12 +33,27 @@ pub fn detect(text: &str) -> Option<FileKind> {
     if has("policy") || has("log") || has("builder") || has("substituter") {
         return Some(FileKind::Trust);
     }
+    if has("key-file") || has("spool") || has("logs") {
+        return Some(FileKind::Builder);
+    }
     None
 }
 
-/// Checks `text` as a file of `kind`; returns a one-line summary.
-pub fn check(kind: FileKind, text: &str) -> Result<String, String> {
+/// Checks `text` (read from `path`, which relative paths in it are resolved against) as a file
+/// of `kind`; returns a one-line summary. Secret files are not read (the NixOS module checks
+/// configurations at build time, where they do not exist).
+pub fn check(kind: FileKind, text: &str, path: &Path) -> Result<String, String> {
     match kind {
+        FileKind::Builder => {
+            let c = crate::builder_config::BuilderConfig::parse(text, path)
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "builder file: key {}, spool {}, {} log(s)",
+                c.key_file.display(),
+                c.spool.display(),
+                c.logs.len()
+            ))
+        }
         FileKind::Trust => {
             let c = TrustConfig::parse(text).map_err(|e| e.to_string())?;
             let sub = match &c.substituter {
@@ -72,14 +89,15 @@ pub fn check_file(path: &Path) -> anyhow::Result<String> {
             // which keys it expected).
             if let Err(e) = TrustConfig::parse(&text) {
                 anyhow::bail!(
-                    "{}: not a provenix configuration file (trust files have [[log]], [[builder]] and [policy]): {e}",
+                    "{}: not a provenix configuration file (trust files have [[log]], [[builder]] and [policy]; builder files key-file, spool and logs): {e}",
                     path.display()
                 );
             }
             FileKind::Trust
         }
     };
-    let summary = check(kind, &text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let summary =
+        check(kind, &text, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(format!("{}: ok: {summary}", path.display()))
 }
 
@@ -89,8 +107,12 @@ mod tests {
 
     #[test]
     fn detects_kinds_by_top_level_keys() {
-        assert_eq!(detect("[policy]\nthreshold = \"a\"\n"), Some(FileKind::Trust));
+        assert_eq!(
+            detect("[policy]\nthreshold = \"a\"\n"),
+            Some(FileKind::Trust)
+        );
         assert_eq!(detect("[[log]]\nurl = \"x\"\n"), Some(FileKind::Trust));
+        assert_eq!(detect("key-file = \"a.sec\"\n"), Some(FileKind::Builder));
         assert_eq!(detect("nothing = 1\n"), None);
         assert_eq!(detect("not toml ["), None);
     }

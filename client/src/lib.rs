@@ -5,10 +5,18 @@
 //! - [`quorum`]: gathering and checking votes from every configured log; the decision.
 //! - [`substituter`]: the quorum substituter Nix talks to.
 //! - [`verify`]: `provenix verify`, [`check_config`]: `provenix check-config`.
+//! - [`builder_config`]: `builder.toml`.
+//! - [`hook`], [`spool`], [`push`], [`nixstore`]: from a finished Nix build to entries in
+//!   every configured log.
 
+pub mod builder_config;
 pub mod check_config;
+pub mod hook;
 pub mod keygen;
 pub mod logclient;
+pub mod nixstore;
+pub mod push;
 pub mod quorum;
+pub mod spool;
 pub mod substituter;
 pub mod verify;

@@ -20,11 +20,18 @@ struct Cli {
 enum Command {
     /// Create a builder key pair (Nix binary-cache key format).
     Keygen(provenix::keygen::KeygenArgs),
+    /// Nix post-build-hook: record $DRV_PATH in the spool of $PROVENIX_CONFIG and exit 0,
+    /// whatever happens. Nix runs hooks without arguments: point `post-build-hook` at a
+    /// symlink to this binary named `provenix-hook`, or at a script `exec provenix hook`.
+    Hook,
+    /// Drain the spool: describe, sign and submit every recorded build to every log.
+    Push(provenix::push::PushArgs),
     /// Run the quorum substituter Nix uses as its binary cache (`[substituter]` of trust.toml).
     Substituter(provenix::substituter::SubstituterArgs),
     /// Decide one store path and explain why. Exit 0 trusted, 1 not trusted, 2 could not decide.
     Verify(provenix::verify::VerifyArgs),
-    /// Validate a configuration file (trust.toml) and exit: 0 if usable, 1 with the reason.
+    /// Validate a configuration file (trust.toml or builder.toml, recognised by its keys) and exit:
+    /// 0 if usable, 1 with the reason.
     CheckConfig(provenix::check_config::CheckConfigArgs),
 }
 
@@ -36,6 +43,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
+    // The hook path first: no argument parsing beyond argv, no tracing, no runtime, exit 0.
+    let mut args = std::env::args_os();
+    let argv0 = args.next();
+    let first = args.next();
+    let as_hook = argv0
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == provenix::hook::HOOK_ARGV0);
+    if (as_hook && first.is_none())
+        || (first.as_deref() == Some("hook".as_ref()) && args.next().is_none())
+    {
+        provenix::hook::run();
+        return ExitCode::SUCCESS;
+    }
+
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Substituter(_) => "info",
@@ -51,10 +74,14 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Keygen(args) => provenix::keygen::run(&args).map(|()| ExitCode::SUCCESS),
-        Command::Substituter(args) => {
-            runtime().and_then(|rt| rt.block_on(provenix::substituter::run(&args)))
-                .map(|()| ExitCode::SUCCESS)
+        Command::Hook => {
+            provenix::hook::run();
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Push(args) => provenix::push::run(&args),
+        Command::Substituter(args) => runtime()
+            .and_then(|rt| rt.block_on(provenix::substituter::run(&args)))
+            .map(|()| ExitCode::SUCCESS),
         Command::Verify(args) => {
             return match runtime().and_then(|rt| rt.block_on(provenix::verify::run(&args))) {
                 Ok(code) => ExitCode::from(code),

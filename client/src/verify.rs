@@ -98,7 +98,9 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
         EXIT_TRUSTED
     } else if lookup.any_unreachable() {
         if !args.json {
-            println!("  could not decide: a log was unreachable, its votes might change the answer");
+            println!(
+                "  could not decide: a log was unreachable, its votes might change the answer"
+            );
         }
         EXIT_UNDECIDED
     } else {

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod gen;
+pub mod nix;
 pub mod pg;
 pub mod server;
 

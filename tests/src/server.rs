@@ -25,6 +25,9 @@ pub struct ServerOpts {
     pub config: Option<PathBuf>,
     pub extra_args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Listen address (default `127.0.0.1:0`, a free port); set it to restart a log on the
+    /// port it had.
+    pub listen: Option<String>,
 }
 
 fn base_cmd(sub: &[&str], data: &Path, opts: &ServerOpts) -> Command {
@@ -76,7 +79,9 @@ impl Provenixd {
     /// Starts a log in `data` (created if new) and waits until it listens.
     pub fn start(data: &Path, opts: &ServerOpts) -> Self {
         let mut c = base_cmd(&["serve"], data, opts);
-        c.arg("--listen").arg("127.0.0.1:0").args(&opts.extra_args);
+        c.arg("--listen")
+            .arg(opts.listen.as_deref().unwrap_or("127.0.0.1:0"))
+            .args(&opts.extra_args);
         c.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = c.spawn().expect("spawn provenixd");
         let stdout = child.stdout.take().expect("stdout");

@@ -259,7 +259,10 @@ pub struct Quorum {
 impl fmt::Debug for Quorum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Quorum")
-            .field("logs", &self.logs.iter().map(|l| &l.url).collect::<Vec<_>>())
+            .field(
+                "logs",
+                &self.logs.iter().map(|l| &l.url).collect::<Vec<_>>(),
+            )
             .field("builders", &self.builders.keys().collect::<Vec<_>>())
             .field("threshold", &self.policy.threshold().to_string())
             .finish()
@@ -419,14 +422,17 @@ impl Quorum {
         let started = Instant::now();
         let mut size = None;
         let mut per_key = Vec::new();
-        let outcome = tokio::time::timeout(self.timeout, self.query(log, chunk, &mut size, &mut per_key))
-            .await
-            .unwrap_or_else(|_| {
-                Err(LogFailureKind::Unreachable(format!(
-                    "no answer within {} ms",
-                    self.timeout.as_millis()
-                )))
-            });
+        let outcome = tokio::time::timeout(
+            self.timeout,
+            self.query(log, chunk, &mut size, &mut per_key),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(LogFailureKind::Unreachable(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            )))
+        });
         if let Err(kind) = &outcome {
             match kind {
                 LogFailureKind::Unreachable(_) => {
@@ -491,11 +497,7 @@ impl Quorum {
         let inconsistent = match consistency {
             Ok(()) => None,
             Err(ConsistencyError::Failed(f)) => Some(LogFailureKind::InconsistentCheckpoint(
-                format!(
-                    "{} (evidence in {})",
-                    f.reason,
-                    self.state.path().display()
-                ),
+                format!("{} (evidence in {})", f.reason, self.state.path().display()),
             )),
             Err(ConsistencyError::Unproven(m)) => return Err(LogFailureKind::Unreachable(m)),
             Err(ConsistencyError::State(m)) => {
@@ -575,7 +577,12 @@ impl CheckCx {
         })
     }
 
-    fn check_entry(&self, e: &ProvedEntry, cp: &SignedCheckpoint, log_inconsistent: bool) -> Checked {
+    fn check_entry(
+        &self,
+        e: &ProvedEntry,
+        cp: &SignedCheckpoint,
+        log_inconsistent: bool,
+    ) -> Checked {
         let included = match e.verify(cp) {
             Ok(i) => i,
             Err(ResponseError::Inclusion { index, .. }) => {
@@ -621,7 +628,10 @@ impl CheckCx {
         }
         let mut outputs: Content = BTreeMap::new();
         for o in entry.outputs() {
-            if outputs.insert(o.path.clone(), o.nar_hash).is_some_and(|h| h != o.nar_hash) {
+            if outputs
+                .insert(o.path.clone(), o.nar_hash)
+                .is_some_and(|h| h != o.nar_hash)
+            {
                 return self.reject(
                     Some(name),
                     index,

@@ -257,10 +257,7 @@ impl LogState {
 
     /// Read-modify-write of the file under the exclusive lock. `f` changes the in-memory state
     /// (freshly re-read) and returns whether anything needs writing, plus its own result.
-    fn update<T>(
-        &self,
-        f: impl FnOnce(&mut Inner) -> (bool, T),
-    ) -> Result<T, StateError> {
+    fn update<T>(&self, f: impl FnOnce(&mut Inner) -> (bool, T)) -> Result<T, StateError> {
         let io = |source| StateError::Io {
             path: self.lock_path.clone(),
             source,
@@ -271,7 +268,8 @@ impl LogState {
             .write(true)
             .open(&self.lock_path)
             .map_err(io)?;
-        fs4::FileExt::lock(&lock).map_err(io)?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io(e.into()))?;
         let mut inner = self.lock_inner();
         self.refresh(&mut inner, true)?;
         let (changed, out) = f(&mut inner);
@@ -305,9 +303,11 @@ impl LogState {
         let mut bytes = serde_json::to_vec_pretty(&file)
             .map_err(|e| io(std::io::Error::other(e.to_string())))?;
         bytes.push(b'\n');
-        let tmp = self
-            .path
-            .with_file_name(format!(".{}.tmp.{}", file_name(&self.path), std::process::id()));
+        let tmp = self.path.with_file_name(format!(
+            ".{}.tmp.{}",
+            file_name(&self.path),
+            std::process::id()
+        ));
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -392,7 +392,12 @@ impl LogState {
             let Some(old) = largest else {
                 // First sight of this log: trust on first use.
                 if cp.size() == 0 && cp.root() != &Hash::EMPTY_ROOT {
-                    return Err(self.mark_failed(&key, None, cp, "a size-0 checkpoint whose root is not the empty root"));
+                    return Err(self.mark_failed(
+                        &key,
+                        None,
+                        cp,
+                        "a size-0 checkpoint whose root is not the empty root",
+                    ));
                 }
                 if self.commit(&key, None, cp)? {
                     return Ok(());
@@ -405,10 +410,7 @@ impl LogState {
                     &key,
                     Some(&old),
                     cp,
-                    &format!(
-                        "two checkpoints of size {} with different roots",
-                        cp.size()
-                    ),
+                    &format!("two checkpoints of size {} with different roots", cp.size()),
                 ));
             }
             let (from, to, from_root, to_root) = if cp.size() > old.size() {

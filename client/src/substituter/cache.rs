@@ -182,17 +182,26 @@ mod tests {
         };
         let waiting = tokio::spawn(w.wait());
         owner.complete(Arc::new("one".into()), Duration::from_secs(60));
-        assert_eq!(waiting.await.unwrap().as_deref().map(String::as_str), Some("one"));
+        assert_eq!(
+            waiting.await.unwrap().as_deref().map(String::as_str),
+            Some("one")
+        );
         assert!(matches!(c.entry(&1), Entry::Ready(v) if *v == "one"));
 
         // A zero TTL wakes waiters but caches nothing.
-        let Entry::Owned(o) = c.entry(&2) else { panic!() };
+        let Entry::Owned(o) = c.entry(&2) else {
+            panic!()
+        };
         o.complete(Arc::new("two".into()), Duration::ZERO);
         assert!(matches!(c.entry(&2), Entry::Owned(_)));
 
         // An owner dropped without completing releases its waiters with None.
-        let Entry::Owned(o) = c.entry(&3) else { panic!() };
-        let Entry::Pending(w) = c.entry(&3) else { panic!() };
+        let Entry::Owned(o) = c.entry(&3) else {
+            panic!()
+        };
+        let Entry::Pending(w) = c.entry(&3) else {
+            panic!()
+        };
         drop(o);
         assert!(w.wait().await.is_none());
         assert!(matches!(c.entry(&3), Entry::Owned(_)));
@@ -202,8 +211,13 @@ mod tests {
     async fn bounded_and_expiring() {
         let c: Cache<u32, u32> = Cache::new(2);
         for k in 0..3 {
-            let Entry::Owned(o) = c.entry(&k) else { panic!() };
-            o.complete(Arc::new(k), Duration::from_millis(if k == 2 { 1 } else { 60_000 }));
+            let Entry::Owned(o) = c.entry(&k) else {
+                panic!()
+            };
+            o.complete(
+                Arc::new(k),
+                Duration::from_millis(if k == 2 { 1 } else { 60_000 }),
+            );
         }
         assert_eq!(c.len(), 2);
         assert!(c.peek(&0).is_none(), "least recently used is evicted");

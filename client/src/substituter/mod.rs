@@ -180,9 +180,7 @@ fn check_upstream(
     }
     let refs: std::collections::BTreeSet<StorePath> = ni.references().iter().cloned().collect();
     if meta.references.iter().any(|r| *r != refs) {
-        return Err(
-            "upstream References differ from those the agreeing entries state".to_owned(),
-        );
+        return Err("upstream References differ from those the agreeing entries state".to_owned());
     }
     Ok(*agreed)
 }
@@ -220,7 +218,12 @@ fn parse_nar_file(file: &str) -> Option<(StorePathHash, NarHash)> {
 
 impl Substituter {
     /// A substituter deciding with `quorum`, fetching from `upstreams`, signing with `key`.
-    pub fn new(quorum: Arc<Quorum>, upstreams: Upstreams, key: NixSecretKey, opts: Options) -> Self {
+    pub fn new(
+        quorum: Arc<Quorum>,
+        upstreams: Upstreams,
+        key: NixSecretKey,
+        opts: Options,
+    ) -> Self {
         Self {
             quorum,
             upstreams,
@@ -354,7 +357,9 @@ impl Substituter {
             self.metrics.outcome(outcome);
             match &resolved.serve {
                 Serve::Yes { .. } => tracing::info!(%hash, "trusted: serving"),
-                Serve::No(why) => tracing::info!(%hash, outcome, reason = %why, "not serving (404)"),
+                Serve::No(why) => {
+                    tracing::info!(%hash, outcome, reason = %why, "not serving (404)")
+                }
             }
             let ttl = match resolved.serve {
                 Serve::Yes { .. } => self.opts.decision_ttl,
@@ -534,9 +539,12 @@ async fn get_nar(
     let Some(r) = st.resolve(hash).await else {
         return not_found("could not decide (see the substituter's log)");
     };
-    let (Serve::Yes {
-        nar_hash, nar_size, ..
-    }, Some(up)) = (&r.serve, &r.upstream)
+    let (
+        Serve::Yes {
+            nar_hash, nar_size, ..
+        },
+        Some(up),
+    ) = (&r.serve, &r.upstream)
     else {
         return not_found(match &r.serve {
             Serve::No(why) => why.clone(),
@@ -620,7 +628,10 @@ fn json(v: &impl Serialize) -> Response {
         Ok(mut b) => {
             b.push(b'\n');
             (
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
                 b,
             )
                 .into_response()
@@ -642,7 +653,10 @@ async fn get_decision(
     }) else {
         return not_found("not a store path hash");
     };
-    if query.as_deref().is_some_and(|q| q.split('&').any(|p| p == "fresh=1")) {
+    if query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "fresh=1"))
+    {
         st.cache.invalidate(&hash);
     }
     let Some(r) = st.resolve(hash).await else {
@@ -740,7 +754,8 @@ pub async fn serve(
 
 /// Reads and checks a trust file.
 pub fn load_config(path: &std::path::Path) -> anyhow::Result<TrustConfig> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > provenix_core::policy::MAX_TRUST_TOML_BYTES as u64 {
         anyhow::bail!("{}: too large to be a trust file", path.display());
     }

@@ -42,7 +42,9 @@ pub struct Upstreams {
 pub type VerifiedNar = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
 
 fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 impl Upstreams {
@@ -123,7 +125,10 @@ impl Upstreams {
                 404 | 403 | 410 => return Ok(None),
                 s => return Err(format!("HTTP {s}")),
             }
-            if resp.content_length().is_some_and(|n| n > MAX_NARINFO as u64) {
+            if resp
+                .content_length()
+                .is_some_and(|n| n > MAX_NARINFO as u64)
+            {
                 return Err("narinfo too large".into());
             }
             let mut body = BytesMut::new();
@@ -178,9 +183,7 @@ impl Upstreams {
         if resp.status().as_u16() != 200 {
             return Err(format!("{url}: HTTP {}", resp.status().as_u16()));
         }
-        let raw = tokio_util::io::StreamReader::new(
-            resp.bytes_stream().map_err(io::Error::other),
-        );
+        let raw = tokio_util::io::StreamReader::new(resp.bytes_stream().map_err(io::Error::other));
         let reader = decompressor(info.narinfo.compression(), raw)?;
         Ok(verified(reader, expected, size))
     }
@@ -214,7 +217,11 @@ struct Verify {
 /// Wraps a decompressed NAR reader: yields its bytes, holding the latest chunk back until the
 /// next arrives; at the end, releases it only if the SHA-256 and the size match; otherwise (or
 /// as soon as the size is exceeded) yields an error instead.
-pub fn verified(reader: Pin<Box<dyn AsyncRead + Send>>, expected: NarHash, size: u64) -> VerifiedNar {
+pub fn verified(
+    reader: Pin<Box<dyn AsyncRead + Send>>,
+    expected: NarHash,
+    size: u64,
+) -> VerifiedNar {
     let st = Verify {
         reader: BufReader::with_capacity(CHUNK, reader),
         hasher: Sha256::new(),
@@ -340,11 +347,18 @@ mod tests {
         let mut zst = ZstdEncoder::new(Vec::new());
         zst.write_all(&data).await.unwrap();
         zst.shutdown().await.unwrap();
-        for (c, bytes) in [("xz", xz.into_inner()), ("zstd", zst.into_inner()), ("none", data.clone())] {
+        for (c, bytes) in [
+            ("xz", xz.into_inner()),
+            ("zstd", zst.into_inner()),
+            ("none", data.clone()),
+        ] {
             let r = decompressor(c, std::io::Cursor::new(bytes)).unwrap();
-            let got = collect(verified(r, nar_hash(&data), data.len() as u64), data.len() as u64)
-                .await
-                .unwrap();
+            let got = collect(
+                verified(r, nar_hash(&data), data.len() as u64),
+                data.len() as u64,
+            )
+            .await
+            .unwrap();
             assert_eq!(&got[..], &data[..], "{c}");
         }
         assert!(decompressor("lz5", std::io::Cursor::new(vec![])).is_err());
