@@ -10,6 +10,7 @@ pub mod gen;
 pub mod nix;
 pub mod pg;
 pub mod server;
+pub mod substituter;
 
 use std::path::PathBuf;
 
@@ -71,7 +72,10 @@ pub fn python() -> Option<PathBuf> {
     match std::env::var_os("PROVENIX_PYTHON") {
         Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
         _ => {
-            assert!(!ci(), "PROVENIX_PYTHON must be set in CI (the test script creates the venv)");
+            assert!(
+                !ci(),
+                "PROVENIX_PYTHON must be set in CI (the test script creates the venv)"
+            );
             eprintln!("SKIP: PROVENIX_PYTHON not set; run the README's test command");
             None
         }

@@ -23,10 +23,19 @@ fn hex_pub(k: &NixSecretKey) -> String {
     let s = k.public().to_string();
     let b64 = s.split_once(':').unwrap().1;
     use base64::Engine as _;
-    hex::encode(base64::engine::general_purpose::STANDARD.decode(b64).unwrap())
+    hex::encode(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
 }
 
-fn check(py: &std::path::Path, dir: &std::path::Path, lines: &[Vec<u8>], keys: &str) -> (bool, String) {
+fn check(
+    py: &std::path::Path,
+    dir: &std::path::Path,
+    lines: &[Vec<u8>],
+    keys: &str,
+) -> (bool, String) {
     let env = dir.join("envelopes.jsonl");
     let mut text = Vec::new();
     for l in lines {
@@ -110,7 +119,8 @@ fn entries_served_by_the_log_verify_with_securesystemslib_and_parse_as_slsa_v1()
     let (ok, log) = check(&py, dir.path(), &[env.canonical_json()], &keys);
     assert!(!ok, "a broken signature passed:\n{log}");
 
-    let mut v: serde_json::Value = serde_json::to_value(gen::build("alpha", 7, 7).to_statement()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::to_value(gen::build("alpha", 7, 7).to_statement()).unwrap();
     v["predicate"]["runDetails"]["notInSlsa"] = 1.into();
     let bad = Envelope::sign(serde_json::to_vec(&v).unwrap(), &alpha).canonical_json();
     let (ok, log) = check(&py, dir.path(), &[bad], &keys);
