@@ -565,3 +565,98 @@ pub fn default_state_file() -> Option<PathBuf> {
         })?;
     Some(base.join("provenix/state.json"))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use provenix_core::checkpoint::LogSigner;
+    use provenix_core::merkle::{leaf_hash, MemoryTree};
+
+    fn tree(prefix: &str, n: u64) -> MemoryTree {
+        MemoryTree::from_leaves((0..n).map(|i| leaf_hash(format!("{prefix}{i}").as_bytes())))
+    }
+
+    fn prover(t: &MemoryTree) -> impl Fn(u64, u64) -> std::future::Ready<Result<Vec<Hash>, String>> + '_ {
+        move |from, to| std::future::ready(t.consistency_proof(from, to).map_err(|e| e.to_string()))
+    }
+
+    #[tokio::test]
+    async fn grows_with_proofs_accepts_lagging_replicas_and_catches_forks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let signer = LogSigner::generate("log.test").unwrap();
+        let v: LogVerifier = signer.verifier_key().parse().unwrap();
+        let honest = tree("a", 20);
+        let cp = |t: &MemoryTree, n: u64| signer.sign(n, t.root_at(n).unwrap()).unwrap();
+
+        let st = LogState::open(&path, std::slice::from_ref(&v)).unwrap();
+        st.check(&v, &cp(&honest, 10), prover(&honest)).await.unwrap();
+        st.check(&v, &cp(&honest, 15), prover(&honest)).await.unwrap();
+        // A lagging replica: smaller, proven consistent; the stored checkpoint stays at 15.
+        st.check(&v, &cp(&honest, 12), prover(&honest)).await.unwrap();
+        assert_eq!(st.summary()[0].size, Some(15));
+        // A second process sharing the file sees 15 and moves on from there.
+        let other = LogState::open(&path, std::slice::from_ref(&v)).unwrap();
+        other.check(&v, &cp(&honest, 20), prover(&honest)).await.unwrap();
+        assert_eq!(st.summary()[0].size, Some(20), "re-read after the file changed");
+
+        // A proof the log cannot serve only fails this check.
+        let err = st
+            .check(&v, &cp(&tree("a", 25), 25), |_, _| {
+                std::future::ready(Err::<Vec<Hash>, _>("connection refused"))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConsistencyError::Unproven(_)), "{err:?}");
+        assert!(st.failed(&v).is_none());
+
+        // A fork: same key, another history. No valid proof exists: failed, with evidence, for
+        // every process and after a restart.
+        let forked = tree("b", 30);
+        let err = st.check(&v, &cp(&forked, 30), prover(&forked)).await.unwrap_err();
+        let ConsistencyError::Failed(rec) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(rec.evidence.len(), 2);
+        v.verify(&rec.evidence[0]).unwrap();
+        v.verify(&rec.evidence[1]).unwrap();
+        assert!(matches!(
+            other.check(&v, &cp(&honest, 20), prover(&honest)).await,
+            Err(ConsistencyError::Failed(_))
+        ));
+        let reopened = LogState::open(&path, std::slice::from_ref(&v)).unwrap();
+        assert!(reopened.failed(&v).is_some());
+    }
+
+    #[tokio::test]
+    async fn same_size_different_root_is_a_fork_and_bad_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s/state.json");
+        let signer = LogSigner::generate("log.test").unwrap();
+        let v: LogVerifier = signer.verifier_key().parse().unwrap();
+        let st = LogState::open(&path, std::slice::from_ref(&v)).unwrap();
+        let a = signer.sign(5, tree("a", 5).root()).unwrap();
+        let b = signer.sign(5, tree("b", 5).root()).unwrap();
+        let never = |_, _| std::future::ready(Err::<Vec<Hash>, _>("unused"));
+        st.check(&v, &a, never).await.unwrap();
+        let err = st.check(&v, &b, never).await.unwrap_err();
+        assert!(
+            matches!(&err, ConsistencyError::Failed(r) if r.reason.contains("same size") || r.reason.contains("different roots")),
+            "{err:?}"
+        );
+
+        // A stored checkpoint that the log never signed is refused when the file is read.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let tampered = text.replacen("\\n5\\n", "\\n6\\n", 1);
+        assert_ne!(tampered, text);
+        std::fs::write(&path, tampered).unwrap();
+        let e = LogState::open(&path, std::slice::from_ref(&v)).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        std::fs::write(&path, "{").unwrap();
+        assert!(matches!(
+            LogState::open(&path, std::slice::from_ref(&v)),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+}
