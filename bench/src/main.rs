@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod stats;
+mod substituter;
 
 use clap::{Parser, Subcommand};
 
@@ -23,9 +24,15 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Bench {}
+enum Bench {
+    /// Issue 4: warm narinfo latency and throughput against nginx, cold decision latency with
+    /// three logs, and real Nix substituting a closure through the proxy versus directly.
+    Substituter(substituter::SubstituterArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.bench {}
+    match cli.bench {
+        Bench::Substituter(args) => substituter::run(&args),
+    }
 }
