@@ -2,10 +2,10 @@
 //!
 //! - [`logclient`]: HTTP client for `provenixd`.
 //! - [`keygen`]: builder keys in Nix's format.
-//! - [`quorum`]: gathering and checking votes from every configured log; the decision.
+//! - [`quorum`] gathers and checks votes from every configured log; the decision.
 //! - [`substituter`]: the quorum substituter Nix talks to.
 //! - [`verify`]: `provenix verify`, [`check_config`]: `provenix check-config`.
-//! - [`builder_config`]: `builder.toml`.
+//! - [`builder_config`] reads `builder.toml`.
 //! - [`hook`], [`spool`], [`push`], [`nixstore`]: from a finished Nix build to entries in
 //!   every configured log.
 
