@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod hook;
+mod push;
 mod stats;
 mod substituter;
 
@@ -25,6 +27,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Cost of `provenix hook` per build: median/p90/max over real hook runs (issue 3).
+    Hook(hook::HookArgs),
+    /// Throughput of `provenix push --once` draining spooled records into a local log (issue 3).
+    Push(push::PushArgs),
     /// Issue 4: warm narinfo latency and throughput against nginx, cold decision latency with
     /// three logs, and real Nix substituting a closure through the proxy versus directly.
     Substituter(substituter::SubstituterArgs),
@@ -33,6 +39,8 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
+        Bench::Hook(a) => hook::run(&a),
+        Bench::Push(a) => push::run(&a),
         Bench::Substituter(args) => substituter::run(&args),
     }
 }

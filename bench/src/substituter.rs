@@ -23,10 +23,10 @@ use provenix::quorum::{Quorum, QuorumOptions};
 use provenix_core::entry::{NixBuild, Output};
 use provenix_core::nix::{NarHash, StorePath};
 use provenix_core::policy::TrustConfig;
+use provenix_e2e::gen;
 use provenix_e2e::nix::{show, unique, Store, BASE_NIX_CONFIG};
 use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
 use provenix_e2e::substituter::{copy_to_cache, proxy_key, Nginx, Proxy, Trust};
-use provenix_e2e::gen;
 
 use crate::stats::{ms, Samples};
 
@@ -51,7 +51,9 @@ pub struct SubstituterArgs {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn write_expr(dir: &Path, tag: &str, levels: usize, width: usize, bytes: usize) -> PathBuf {
@@ -211,7 +213,13 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
     // --- the closure, built by real Nix ---
     let t0 = Instant::now();
     let store = Store::new(&dir.join("build"));
-    let expr = write_expr(dir, &unique("bench"), args.levels, args.width, args.output_bytes);
+    let expr = write_expr(
+        dir,
+        &unique("bench"),
+        args.levels,
+        args.width,
+        args.output_bytes,
+    );
     let top = store
         .try_build(&expr, &[], &[])
         .map_err(|o| anyhow::anyhow!("nix-build: {}", show(&o)))?
@@ -312,7 +320,10 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
     })?;
     let dur = Duration::from_secs_f64(args.seconds);
     println!();
-    println!("## warm narinfo ({n} distinct paths, {:.0} s per run, keep-alive, in-process client)", args.seconds);
+    println!(
+        "## warm narinfo ({n} distinct paths, {:.0} s per run, keep-alive, in-process client)",
+        args.seconds
+    );
     println!("| server | concurrency | p50 | p99 | requests/s |");
     println!("|---|---|---|---|---|");
     let mut p50s = Vec::new();
@@ -408,7 +419,10 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
         direct.push(realise(
             &dir.join(format!("c-file-{r}")),
             &top,
-            &format!("substituters = file://{}\nrequire-sigs = false\n", cache.display()),
+            &format!(
+                "substituters = file://{}\nrequire-sigs = false\n",
+                cache.display()
+            ),
             n,
         )?);
         via_nginx.push(realise(

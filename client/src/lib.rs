@@ -5,7 +5,7 @@
 //! - [`quorum`] gathers and checks votes from every configured log; the decision.
 //! - [`substituter`]: the quorum substituter Nix talks to.
 //! - [`verify`]: `provenix verify`, [`check_config`]: `provenix check-config`.
-//! - [`builder_config`] reads `builder.toml`.
+//! - [`builder_config`]: the builder's `builder.toml`.
 //! - [`hook`], [`spool`], [`push`], [`nixstore`]: from a finished Nix build to entries in
 //!   every configured log.
 

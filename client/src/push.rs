@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use crate::builder_config::BuilderConfig;
 use crate::logclient::{ClientError, LogClient};
 use crate::nixstore::{BuildFacts, FactsError, NixStore, StoreLocation};
-use crate::spool::{DeliveredIndex, HookRecord, PendingRecord, Spool};
+use crate::spool::{DeliveredIndex, HookRecord, IncomingRecord, PendingRecord, RecordId, Spool};
 
 /// Exit status of `push --once` when records remain undelivered.
 pub const EXIT_UNDELIVERED: u8 = 2;
@@ -401,14 +401,12 @@ impl Pusher {
             return Ok(false);
         }
         let full = items.len() == batch_size;
-        let mut consumed: Vec<PathBuf> = Vec::new();
+        let mut consumed: Vec<RecordId> = Vec::new();
         // Group the records by the store they were built in.
-        let mut groups: BTreeMap<
-            Option<String>,
-            Vec<(PathBuf, HookRecord, StorePath, Vec<StorePath>)>,
-        > = BTreeMap::new();
-        for (path, parsed) in items {
-            let checked = parsed.and_then(|r| {
+        type Item = (IncomingRecord, HookRecord, StorePath, Vec<StorePath>);
+        let mut groups: BTreeMap<Option<String>, Vec<Item>> = BTreeMap::new();
+        for item in items {
+            let checked = item.parsed.clone().and_then(|r| {
                 let drv: StorePath = r
                     .drv_path
                     .parse()
@@ -426,11 +424,11 @@ impl Pusher {
             match checked {
                 Ok((r, drv, outs)) => {
                     let store = self.cfg.store.clone().or_else(|| r.store.clone());
-                    groups.entry(store).or_default().push((path, r, drv, outs));
+                    groups.entry(store).or_default().push((item, r, drv, outs));
                 }
                 Err(reason) => {
-                    self.set_aside_incoming(&path, &reason)?;
-                    consumed.push(path);
+                    self.set_aside_incoming(&item, &reason)?;
+                    consumed.push(item.id);
                 }
             }
         }
@@ -441,9 +439,9 @@ impl Pusher {
             let loc = match StoreLocation::parse(store.as_deref()) {
                 Ok(l) => l,
                 Err(e) => {
-                    for (path, ..) in &recs {
-                        self.set_aside_incoming(path, &e.to_string())?;
-                        consumed.push(path.clone());
+                    for (item, ..) in &recs {
+                        self.set_aside_incoming(item, &e.to_string())?;
+                        consumed.push(item.id.clone());
                     }
                     continue;
                 }
@@ -454,7 +452,7 @@ impl Pusher {
                 .map(|(_, _, d, o)| (d.clone(), o.clone()))
                 .collect();
             let results = nix.describe(&queries);
-            for ((path, rec, ..), res) in recs.into_iter().zip(results) {
+            for ((item, rec, ..), res) in recs.into_iter().zip(results) {
                 match res {
                     Ok(facts) => {
                         let build = self.build_of(&facts, &rec);
@@ -468,11 +466,11 @@ impl Pusher {
                         } else {
                             new_records.push((build, facts, claim));
                         }
-                        consumed.push(path);
+                        consumed.push(item.id);
                     }
                     Err(FactsError::Permanent(reason)) => {
-                        self.set_aside_incoming(&path, &reason)?;
-                        consumed.push(path);
+                        self.set_aside_incoming(&item, &reason)?;
+                        consumed.push(item.id);
                     }
                     Err(FactsError::Transient(reason)) => {
                         transient.get_or_insert(reason);
@@ -547,14 +545,10 @@ impl Pusher {
         Ok(full || transient.is_some())
     }
 
-    fn set_aside_incoming(&mut self, path: &std::path::Path, reason: &str) -> anyhow::Result<()> {
-        let raw = std::fs::read_to_string(path).unwrap_or_default();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    fn set_aside_incoming(&mut self, item: &IncomingRecord, reason: &str) -> anyhow::Result<()> {
+        let name = item.id.name();
         tracing::error!("hook record {name} cannot be delivered: {reason}; set aside in failed/");
-        self.spool.fail(&name, reason, &raw)?;
+        self.spool.fail(&name, reason, &item.raw)?;
         self.report.set_aside += 1;
         Ok(())
     }
@@ -590,7 +584,9 @@ impl Pusher {
         let now = Instant::now();
         let batch_size = self.cfg.push.batch_size;
         // Per log: chunks of (batch index, record index) and their envelopes.
-        let mut work: Vec<(usize, LogClient, Vec<Vec<(usize, usize)>>)> = Vec::new();
+        // (log index, its client, chunks of (batch index, record index)).
+        type Chunks = Vec<Vec<(usize, usize)>>;
+        let mut work: Vec<(usize, LogClient, Chunks)> = Vec::new();
         for (li, log) in self.logs.iter().enumerate() {
             if log.gave_up || log.next_try > now {
                 continue;

@@ -37,13 +37,11 @@ pub fn require_tool(tool: &str) -> bool {
 /// The directory holding the workspace's built binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test-binary>, or target/<profile>/<binary> (the benchmarks)
-    let parent = exe.parent().expect("target dir");
-    let dir = if parent.file_name().is_some_and(|n| n == "deps") {
-        parent.parent().expect("target dir").to_path_buf()
-    } else {
-        parent.to_path_buf()
-    };
+    // target/<profile>/deps/<test-binary>, or target/<profile>/<binary> (provenix-bench)
+    let mut dir = exe.parent().expect("target dir").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
     dir
 }
 

@@ -379,13 +379,8 @@ fn crashes_between_steps_resubmit_identical_envelopes() {
     let store = builder.store(&tmp.path().join("store"));
     let expr = write_test_expr(tmp.path(), &unique("crash"));
     let dep = store.build(&expr, &["dep"]);
-    let incoming = builder.spool.join("incoming");
-    let record = std::fs::read_dir(&incoming)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    // The hook appended one line to the spool's journal.
+    let record = builder.spool.join("incoming").join("journal");
     let saved_record = std::fs::read(&record).unwrap();
 
     // Log unreachable: the record becomes a signed pending entry.
@@ -393,8 +388,10 @@ fn crashes_between_steps_resubmit_identical_envelopes() {
     assert_eq!(push.status.code(), Some(2), "{}", show(&push));
     let c = builder.spool_counts();
     assert_eq!((c.incoming, c.pending), (0, 1));
-    // A crash after writing pending/ but before unlinking the hook record: it is back.
+    // A crash after writing pending/ but before the hook record was marked consumed: it is
+    // read again.
     std::fs::write(&record, &saved_record).unwrap();
+    assert_eq!(builder.spool_counts().incoming, 1);
     let pending = std::fs::read_dir(builder.spool.join("pending"))
         .unwrap()
         .next()

@@ -577,7 +577,9 @@ mod tests {
         MemoryTree::from_leaves((0..n).map(|i| leaf_hash(format!("{prefix}{i}").as_bytes())))
     }
 
-    fn prover(t: &MemoryTree) -> impl Fn(u64, u64) -> std::future::Ready<Result<Vec<Hash>, String>> + '_ {
+    fn prover(
+        t: &MemoryTree,
+    ) -> impl Fn(u64, u64) -> std::future::Ready<Result<Vec<Hash>, String>> + '_ {
         move |from, to| std::future::ready(t.consistency_proof(from, to).map_err(|e| e.to_string()))
     }
 
@@ -591,15 +593,28 @@ mod tests {
         let cp = |t: &MemoryTree, n: u64| signer.sign(n, t.root_at(n).unwrap()).unwrap();
 
         let st = LogState::open(&path, std::slice::from_ref(&v)).unwrap();
-        st.check(&v, &cp(&honest, 10), prover(&honest)).await.unwrap();
-        st.check(&v, &cp(&honest, 15), prover(&honest)).await.unwrap();
+        st.check(&v, &cp(&honest, 10), prover(&honest))
+            .await
+            .unwrap();
+        st.check(&v, &cp(&honest, 15), prover(&honest))
+            .await
+            .unwrap();
         // A lagging replica: smaller, proven consistent; the stored checkpoint stays at 15.
-        st.check(&v, &cp(&honest, 12), prover(&honest)).await.unwrap();
+        st.check(&v, &cp(&honest, 12), prover(&honest))
+            .await
+            .unwrap();
         assert_eq!(st.summary()[0].size, Some(15));
         // A second process sharing the file sees 15 and moves on from there.
         let other = LogState::open(&path, std::slice::from_ref(&v)).unwrap();
-        other.check(&v, &cp(&honest, 20), prover(&honest)).await.unwrap();
-        assert_eq!(st.summary()[0].size, Some(20), "re-read after the file changed");
+        other
+            .check(&v, &cp(&honest, 20), prover(&honest))
+            .await
+            .unwrap();
+        assert_eq!(
+            st.summary()[0].size,
+            Some(20),
+            "re-read after the file changed"
+        );
 
         // A proof the log cannot serve only fails this check.
         let err = st
@@ -614,7 +629,10 @@ mod tests {
         // A fork: same key, another history. No valid proof exists: failed, with evidence, for
         // every process and after a restart.
         let forked = tree("b", 30);
-        let err = st.check(&v, &cp(&forked, 30), prover(&forked)).await.unwrap_err();
+        let err = st
+            .check(&v, &cp(&forked, 30), prover(&forked))
+            .await
+            .unwrap_err();
         let ConsistencyError::Failed(rec) = err else {
             panic!("{err:?}")
         };
