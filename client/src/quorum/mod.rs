@@ -682,3 +682,6 @@ fn output_meta(entry: &Entry) -> BTreeMap<StorePath, OutputMeta> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
