@@ -286,8 +286,9 @@ impl Substituter {
         }
     }
 
-    /// Resolves every owned key in one batch, completes them, then prefetches the references
-    /// of the servable ones.
+    /// Resolves every owned key in one batch: fetches their upstream narinfos, starts the
+    /// prefetch of their references, looks the keys up in every log at once, decides and
+    /// completes them.
     fn resolve_batch(
         self: Arc<Self>,
         owners: Vec<Owner<StorePathHash, Resolved>>,
@@ -312,6 +313,23 @@ impl Substituter {
             .buffered(UPSTREAM_CONCURRENCY)
             .collect()
             .await;
+        // Crawl on before deciding: the references are known now, and Nix will ask for them
+        // next. Their resolution (upstream narinfos, then their own references, then one
+        // lookup per log) runs while this batch is being decided, so the crawl of a deep closure
+        // goes at the speed of upstream narinfo fetches, not of decisions.
+        let next: Vec<StorePath> = fetched
+            .iter()
+            .filter_map(|f| f.as_ref().ok().and_then(Option::as_ref))
+            .flat_map(|up| {
+                let own = up.narinfo.store_path().hash();
+                up.narinfo
+                    .references()
+                    .iter()
+                    .filter(move |r| r.hash() != own)
+                    .cloned()
+            })
+            .collect();
+        self.prefetch(next, depth + 1);
         let keys: Vec<StorePathHash> = owners
             .iter()
             .zip(&fetched)
@@ -325,7 +343,6 @@ impl Substituter {
             self.record_lookup(&l);
             l
         };
-        let mut next: Vec<StorePath> = Vec::new();
         for (owner, f) in owners.into_iter().zip(fetched) {
             let hash = *owner.key();
             let resolved = match f {
@@ -350,9 +367,6 @@ impl Substituter {
                     self.decide_one(up, ev).await
                 }
             };
-            if let Serve::Yes { references, .. } = &resolved.serve {
-                next.extend(references.iter().filter(|r| r.hash() != hash).cloned());
-            }
             let outcome = resolved.outcome();
             self.metrics.outcome(outcome);
             match &resolved.serve {
@@ -367,12 +381,17 @@ impl Substituter {
             };
             owner.complete(Arc::new(resolved), ttl);
         }
-        if depth >= MAX_PREFETCH_DEPTH || next.is_empty() {
+    }
+
+    /// Starts resolving those of `paths` that are neither cached nor being resolved, as one
+    /// batch in a task of its own.
+    fn prefetch(self: &Arc<Self>, mut paths: Vec<StorePath>, depth: u32) {
+        if depth > MAX_PREFETCH_DEPTH || paths.is_empty() {
             return;
         }
-        next.sort();
-        next.dedup();
-        let owners: Vec<_> = next
+        paths.sort();
+        paths.dedup();
+        let owners: Vec<_> = paths
             .iter()
             .filter_map(|p| match self.cache.entry(&p.hash()) {
                 Entry::Owned(o) => Some(o),
@@ -381,7 +400,7 @@ impl Substituter {
             .collect();
         if !owners.is_empty() {
             self.metrics.prefetched.inc_by(owners.len() as u64);
-            tokio::spawn(self.clone().resolve_batch(owners, depth + 1));
+            tokio::spawn(self.clone().resolve_batch(owners, depth));
         }
     }
 
