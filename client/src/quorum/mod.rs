@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use provenix_core::api::{ProvedEntry, ResponseError, MAX_LOOKUP_BATCH};
 use provenix_core::checkpoint::{LogVerifier, SignedCheckpoint};
 use provenix_core::entry::{Entry, TPM_QUOTE_BYPRODUCT};
-use provenix_core::merkle::Hash;
+use provenix_core::merkle::{self, leaf_hash, Hash};
 use provenix_core::nix::{StorePath, StorePathHash};
 use provenix_core::policy::{
     Attestation, BuilderConfig, Claim, Content, Decision, LogFailure, LogFailureKind,
@@ -43,7 +43,7 @@ use tokio::sync::Semaphore;
 use crate::logclient::{http_client, LogClient};
 use state::{ConsistencyError, LogState};
 
-/// How many entries' signature checks are remembered (by leaf hash).
+/// How many checked entries are remembered (by leaf hash).
 const VERIFIED_CACHE: usize = 65_536;
 
 /// Above this many entries in one answer, checks run on the blocking pool.
@@ -232,6 +232,26 @@ struct LogSource {
     url: String,
     client: LogClient,
     key: LogVerifier,
+    /// The last checkpoint note whose signature verified (a log answers with the same one
+    /// until it integrates more entries).
+    last: Mutex<Option<SignedCheckpoint>>,
+}
+
+impl LogSource {
+    /// Verifies a checkpoint note with the log key (the same text as last time needs no new
+    /// signature check: it is byte-for-byte what verified).
+    fn verify_checkpoint(&self, note: &str) -> Result<SignedCheckpoint, String> {
+        if let Ok(last) = self.last.lock() {
+            if let Some(cp) = last.as_ref().filter(|cp| cp.note() == note) {
+                return Ok(cp.clone());
+            }
+        }
+        let cp = self.key.verify(note).map_err(|e| e.to_string())?;
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(cp.clone());
+        }
+        Ok(cp)
+    }
 }
 
 /// Why a [`Quorum`] could not be built.
@@ -252,8 +272,8 @@ pub struct Quorum {
     limiter: Arc<Semaphore>,
     timeout: Duration,
     attestation: Arc<dyn AttestationVerifier>,
-    /// Leaf hash → outcome of the signature check (the key for a keyid never changes here).
-    verified: Arc<Mutex<lru::LruCache<Hash, bool>>>,
+    /// Leaf hash → what checking that entry found (builder keys never change in a Quorum).
+    verified: Arc<Mutex<lru::LruCache<Hash, Arc<Judged>>>>,
 }
 
 impl fmt::Debug for Quorum {
@@ -291,6 +311,7 @@ impl Quorum {
                     url: l.url.clone(),
                     client: LogClient::with_http(&l.url, http.clone())?,
                     key: l.key.clone(),
+                    last: Mutex::new(None),
                 })
             })
             .collect::<Result<Vec<_>, QuorumError>>()?;
@@ -472,9 +493,8 @@ impl Quorum {
         }
         .map_err(|e| LogFailureKind::Unreachable(e.to_string()))?;
         let cp = log
-            .key
-            .verify(&resp.checkpoint)
-            .map_err(|e| LogFailureKind::BadCheckpoint(e.to_string()))?;
+            .verify_checkpoint(&resp.checkpoint)
+            .map_err(LogFailureKind::BadCheckpoint)?;
         *size = Some(cp.size());
         let consistency = self
             .state
@@ -537,7 +557,7 @@ struct CheckCx {
     url: String,
     builders: HashMap<String, BuilderConfig>,
     attestation: Arc<dyn AttestationVerifier>,
-    verified: Arc<Mutex<lru::LruCache<Hash, bool>>>,
+    verified: Arc<Mutex<lru::LruCache<Hash, Arc<Judged>>>>,
 }
 
 impl CheckCx {
@@ -583,12 +603,35 @@ impl CheckCx {
         cp: &SignedCheckpoint,
         log_inconsistent: bool,
     ) -> Checked {
+        // Fast path: a log serves the canonical leaf bytes, so hashing what it sent and checking
+        // the proof with that hash proves these exact bytes are the included leaf. An entry seen
+        // before under that leaf hash (in another log, or an earlier lookup) was parsed and
+        // checked from the same bytes: reuse the outcome.
+        let raw = e.envelope.get().as_bytes();
+        let raw_hash = leaf_hash(raw);
+        if !log_inconsistent
+            && merkle::verify_inclusion(
+                &raw_hash,
+                e.index,
+                cp.size(),
+                &e.inclusion_proof,
+                cp.root(),
+            )
+            .is_ok()
+        {
+            let cached = self
+                .verified
+                .lock()
+                .ok()
+                .and_then(|mut c| c.get(&raw_hash).cloned());
+            if let Some(outcome) = cached {
+                return self.place(&outcome, e.index);
+            }
+        }
         let included = match e.verify(cp) {
             Ok(i) => i,
             Err(ResponseError::Inclusion { index, .. }) => {
-                let builder = Entry::parse(e.envelope.get().as_bytes())
-                    .ok()
-                    .map(|en| en.keyid().to_owned());
+                let builder = Entry::parse(raw).ok().map(|en| en.keyid().to_owned());
                 return self.reject(builder, index, Rejection::BadInclusionProof);
             }
             Err(ResponseError::Entry { index, error }) => {
@@ -599,32 +642,28 @@ impl CheckCx {
             }
         };
         let entry = included.entry;
-        let index = included.index;
-        let name = entry.keyid().to_owned();
         if log_inconsistent {
-            return self.reject(Some(name), index, Rejection::InconsistentLog);
+            return self.reject(
+                Some(entry.keyid().to_owned()),
+                included.index,
+                Rejection::InconsistentLog,
+            );
         }
+        let outcome = Arc::new(self.judge(&entry));
+        if let Ok(mut c) = self.verified.lock() {
+            c.put(entry.leaf_hash(), outcome.clone());
+        }
+        self.place(&outcome, included.index)
+    }
+
+    /// The log-independent outcome of an included entry: its builder, signature and claim.
+    fn judge(&self, entry: &Entry) -> Judged {
+        let name = entry.keyid().to_owned();
         let Some(builder) = self.builders.get(&name) else {
-            return self.reject(Some(name), index, Rejection::UnknownBuilder);
+            return Judged::Rejected(Some(name), Rejection::UnknownBuilder);
         };
-        let leaf = entry.leaf_hash();
-        let cached = self
-            .verified
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&leaf).copied());
-        let ok = match cached {
-            Some(ok) => ok,
-            None => {
-                let ok = entry.verify(&builder.key).is_ok();
-                if let Ok(mut c) = self.verified.lock() {
-                    c.put(leaf, ok);
-                }
-                ok
-            }
-        };
-        if !ok {
-            return self.reject(Some(name), index, Rejection::BadSignature);
+        if entry.verify(&builder.key).is_err() {
+            return Judged::Rejected(Some(name), Rejection::BadSignature);
         }
         let mut outputs: Content = BTreeMap::new();
         for o in entry.outputs() {
@@ -632,27 +671,57 @@ impl CheckCx {
                 .insert(o.path.clone(), o.nar_hash)
                 .is_some_and(|h| h != o.nar_hash)
             {
-                return self.reject(
+                return Judged::Rejected(
                     Some(name),
-                    index,
                     Rejection::Malformed(format!("claims two NAR hashes for {}", o.path)),
                 );
             }
         }
-        let meta = output_meta(&entry);
-        let attestation = self.attestation.verify(builder, &entry);
-        Checked::Claim(
-            Claim {
-                builder: name,
-                log: self.url.clone(),
-                index: Some(index),
-                outputs,
-                built_locally: entry.statement().built_locally().unwrap_or(false),
-                attestation,
-            },
-            meta,
-        )
+        Judged::Claim {
+            builder: name,
+            outputs,
+            built_locally: entry.statement().built_locally().unwrap_or(false),
+            attestation: self.attestation.verify(builder, entry),
+            meta: output_meta(entry),
+        }
     }
+
+    /// A judged entry as found at `index` of this log.
+    fn place(&self, j: &Judged, index: u64) -> Checked {
+        match j {
+            Judged::Rejected(b, r) => self.reject(b.clone(), index, r.clone()),
+            Judged::Claim {
+                builder,
+                outputs,
+                built_locally,
+                attestation,
+                meta,
+            } => Checked::Claim(
+                Claim {
+                    builder: builder.clone(),
+                    log: self.url.clone(),
+                    index: Some(index),
+                    outputs: outputs.clone(),
+                    built_locally: *built_locally,
+                    attestation: attestation.clone(),
+                },
+                meta.clone(),
+            ),
+        }
+    }
+}
+
+/// What checking an included entry found, independent of the log and index it came from.
+#[derive(Debug)]
+enum Judged {
+    Rejected(Option<String>, Rejection),
+    Claim {
+        builder: String,
+        outputs: Content,
+        built_locally: bool,
+        attestation: Attestation,
+        meta: BTreeMap<StorePath, OutputMeta>,
+    },
 }
 
 /// The per-output annotations `narSize` and `references` of an entry's subjects.

@@ -15,6 +15,7 @@
 //! one batch (one lookup per log), and theirs after them, ahead of Nix walking the closure.
 
 pub mod cache;
+pub mod coalesce;
 pub mod metrics;
 pub mod upstream;
 
@@ -46,6 +47,20 @@ use upstream::{UpstreamNarInfo, Upstreams};
 /// NARs up to this size are read and checked whole before the first byte is sent, so a mismatch
 /// is still a 404; larger ones stream and are cut short on a mismatch.
 pub const DEFAULT_BUFFER_NAR_BYTES: u64 = 32 << 20;
+
+/// NARs up to this size are fetched (and checked) as soon as Nix reads their narinfo, and kept
+/// in memory until Nix asks for them (Nix asks for the narinfos of the paths it lacks, then for
+/// their NARs), at most [`PREFETCHED_NARS`] at once for [`PREFETCHED_NAR_TTL`].
+pub const PREFETCH_NAR_BYTES: u64 = 1 << 20;
+
+/// How many prefetched NARs are held at most.
+pub const PREFETCHED_NARS: usize = 256;
+
+/// How long a prefetched NAR is held.
+pub const PREFETCHED_NAR_TTL: Duration = Duration::from_secs(60);
+
+/// A checked NAR held in memory: the NAR hash it matched, and its bytes (or why not).
+type NarBlob = (NarHash, Result<Bytes, String>);
 
 /// How many resolutions are cached.
 pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
@@ -130,9 +145,11 @@ impl Resolved {
 /// The substituter's shared state.
 pub struct Substituter {
     quorum: Arc<Quorum>,
+    lookups: Arc<coalesce::Coalescer>,
     upstreams: Upstreams,
     key: NixSecretKey,
     cache: Cache<StorePathHash, Resolved>,
+    nars: Cache<StorePathHash, NarBlob>,
     metrics: Metrics,
     opts: Options,
 }
@@ -185,6 +202,30 @@ fn check_upstream(
     Ok(*agreed)
 }
 
+/// Counts one lookup round in the metrics.
+fn record_lookup(metrics: &Metrics, lookup: &Lookup) {
+    for r in &lookup.logs {
+        metrics
+            .log_lookup_seconds
+            .get_or_create(&LogLabel { log: r.log.clone() })
+            .observe(r.elapsed.as_secs_f64());
+        if let Some(f) = &r.failure {
+            let kind = match f {
+                LogFailureKind::Unreachable(_) => "unreachable",
+                LogFailureKind::BadCheckpoint(_) => "bad_checkpoint",
+                LogFailureKind::InconsistentCheckpoint(_) => "inconsistent_checkpoint",
+            };
+            metrics
+                .log_failures
+                .get_or_create(&LogFailureLabel {
+                    log: r.log.clone(),
+                    kind: kind.into(),
+                })
+                .inc();
+        }
+    }
+}
+
 /// The narinfo this proxy serves for `up`: agreed hash, uncompressed NAR at this proxy, signed
 /// by the local key alone.
 fn served_narinfo(
@@ -224,12 +265,19 @@ impl Substituter {
         key: NixSecretKey,
         opts: Options,
     ) -> Self {
+        let metrics = Metrics::new();
+        let m = metrics.clone();
         Self {
+            lookups: coalesce::Coalescer::new(
+                quorum.clone(),
+                Box::new(move |l: &Lookup| record_lookup(&m, l)),
+            ),
             quorum,
             upstreams,
             key,
             cache: Cache::new(opts.cache_entries),
-            metrics: Metrics::new(),
+            nars: Cache::new(PREFETCHED_NARS),
+            metrics,
             opts,
         }
     }
@@ -259,29 +307,6 @@ impl Substituter {
                     Some(w) => w.wait().await,
                     None => None,
                 }
-            }
-        }
-    }
-
-    fn record_lookup(&self, lookup: &Lookup) {
-        for r in &lookup.logs {
-            self.metrics
-                .log_lookup_seconds
-                .get_or_create(&LogLabel { log: r.log.clone() })
-                .observe(r.elapsed.as_secs_f64());
-            if let Some(f) = &r.failure {
-                let kind = match f {
-                    LogFailureKind::Unreachable(_) => "unreachable",
-                    LogFailureKind::BadCheckpoint(_) => "bad_checkpoint",
-                    LogFailureKind::InconsistentCheckpoint(_) => "inconsistent_checkpoint",
-                };
-                self.metrics
-                    .log_failures
-                    .get_or_create(&LogFailureLabel {
-                        log: r.log.clone(),
-                        kind: kind.into(),
-                    })
-                    .inc();
             }
         }
     }
@@ -336,12 +361,10 @@ impl Substituter {
             .filter(|(_, f)| matches!(f, Ok(Some(_))))
             .map(|(o, _)| *o.key())
             .collect();
-        let mut lookup = if keys.is_empty() {
-            Lookup::default()
+        let lookup = if keys.is_empty() {
+            Arc::new(Lookup::default())
         } else {
-            let l = self.quorum.lookup(&keys).await;
-            self.record_lookup(&l);
-            l
+            self.lookups.lookup(keys).await
         };
         for (owner, f) in owners.into_iter().zip(fetched) {
             let hash = *owner.key();
@@ -363,7 +386,7 @@ impl Substituter {
                     serve: Serve::No("no upstream has this path".into()),
                 },
                 Ok(Some(up)) => {
-                    let ev = lookup.take(&hash);
+                    let ev = lookup.evidence(&hash);
                     self.decide_one(up, ev).await
                 }
             };
@@ -380,6 +403,63 @@ impl Substituter {
                 Serve::No(_) => self.opts.negative_ttl,
             };
             owner.complete(Arc::new(resolved), ttl);
+        }
+    }
+
+    /// Starts fetching the NAR of a small servable path in the background.
+    fn prefetch_nar(self: &Arc<Self>, r: &Arc<Resolved>) {
+        if let Entry::Owned(owner) = self.nars.entry(&r.hash) {
+            let this = self.clone();
+            let r = r.clone();
+            tokio::spawn(async move {
+                let blob = this.fetch_small_nar(&r).await;
+                owner.complete(Arc::new(blob), PREFETCHED_NAR_TTL);
+            });
+        }
+    }
+
+    /// The checked NAR of a small servable path: prefetched, being prefetched, or fetched now.
+    async fn small_nar(self: &Arc<Self>, r: &Arc<Resolved>) -> Arc<NarBlob> {
+        match self.nars.entry(&r.hash) {
+            Entry::Ready(v) => v,
+            Entry::Pending(w) => match w.wait().await {
+                Some(v) => v,
+                None => Arc::new(self.fetch_small_nar(r).await),
+            },
+            Entry::Owned(owner) => {
+                let blob = Arc::new(self.fetch_small_nar(r).await);
+                owner.complete(blob.clone(), PREFETCHED_NAR_TTL);
+                blob
+            }
+        }
+    }
+
+    async fn fetch_small_nar(&self, r: &Resolved) -> NarBlob {
+        let (
+            Serve::Yes {
+                nar_hash, nar_size, ..
+            },
+            Some(up),
+        ) = (&r.serve, &r.upstream)
+        else {
+            return (NarHash::from_bytes([0; 32]), Err("not servable".into()));
+        };
+        let stream = match self.upstreams.nar(up, *nar_hash, *nar_size).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.upstream_errors.inc();
+                tracing::warn!(hash = %r.hash, error = %e, "upstream NAR failed");
+                return (*nar_hash, Err(format!("upstream NAR: {e}")));
+            }
+        };
+        match upstream::collect(stream, *nar_size).await {
+            Ok(bytes) => (*nar_hash, Ok(bytes)),
+            Err(e) => {
+                self.metrics.nar_hash_mismatches.inc();
+                tracing::error!(hash = %r.hash, error = %e, "upstream NAR rejected");
+                self.cache.invalidate(&r.hash);
+                (*nar_hash, Err(format!("upstream NAR rejected: {e}")))
+            }
         }
     }
 
@@ -520,6 +600,7 @@ async fn get_cache_info(State(st): State<Arc<Substituter>>) -> Response {
 
 async fn get_narinfo(
     State(st): State<Arc<Substituter>>,
+    method: Method,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
     let Ok(Path(file)) = path else {
@@ -535,14 +616,21 @@ async fn get_narinfo(
         return not_found("could not decide (see the substituter's log)");
     };
     match &r.serve {
-        Serve::Yes { narinfo, .. } => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/x-nix-narinfo"),
-            )],
-            narinfo.clone(),
-        )
-            .into_response(),
+        Serve::Yes {
+            narinfo, nar_size, ..
+        } => {
+            if method == Method::GET && *nar_size <= PREFETCH_NAR_BYTES {
+                st.prefetch_nar(&r);
+            }
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/x-nix-narinfo"),
+                )],
+                narinfo.clone(),
+            )
+                .into_response()
+        }
         Serve::No(why) => not_found(format!("{why} (details: /v1/decision/{hash})")),
     }
 }
@@ -582,6 +670,19 @@ async fn get_nar(
     ];
     if method == Method::HEAD {
         return (headers, Body::empty()).into_response();
+    }
+    if *nar_size <= PREFETCH_NAR_BYTES {
+        let blob = st.small_nar(&r).await;
+        // Served once: Nix does not ask again, and the memory is better used ahead.
+        st.nars.invalidate(&hash);
+        return match &*blob {
+            (h, Ok(bytes)) if h == nar_hash => {
+                st.metrics.nar_bytes.inc_by(bytes.len() as u64);
+                (headers, bytes.clone()).into_response()
+            }
+            (_, Ok(_)) => not_found("the path's agreed content changed; ask again"),
+            (_, Err(e)) => not_found(e.clone()),
+        };
     }
     let stream = match st.upstreams.nar(up, *nar_hash, *nar_size).await {
         Ok(s) => s,
@@ -701,7 +802,7 @@ async fn get_decision(
     }
     // No upstream narinfo: ask the logs anyway, to explain.
     let lookup = st.quorum.lookup(&[hash]).await;
-    st.record_lookup(&lookup);
+    record_lookup(&st.metrics, &lookup);
     let ev = lookup.evidence(&hash);
     match ev.path_for(&hash) {
         Some(p) => {
@@ -766,6 +867,10 @@ pub async fn serve(
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| not_found("internal error"),
         ));
+    // Small answers on keep-alive connections: never wait for Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
