@@ -379,6 +379,73 @@ fn quorum_substituter_with_real_nix_builders_and_logs() {
         show(&o)
     );
 
+    // --- An upstream NAR that does not match the agreed hash: the NAR is a 404 (checked before
+    //     a byte is sent), and Nix builds the path locally. ---
+    let narinfo_file = w
+        .dir
+        .join("alpha-cache")
+        .join(format!("{}.narinfo", top.hash()));
+    let url_line = std::fs::read_to_string(&narinfo_file).unwrap();
+    let nar_rel = url_line
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap()
+        .to_owned();
+    let nar_file = w.dir.join("alpha-cache").join(&nar_rel);
+    let genuine = std::fs::read(&nar_file).unwrap();
+    let other = w.dir.join("alpha-cache").join(
+        std::fs::read_to_string(
+            w.dir
+                .join("alpha-cache")
+                .join(format!("{}.narinfo", only.hash())),
+        )
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap(),
+    );
+    std::fs::copy(&other, &nar_file).unwrap(); // a valid xz NAR, of another path
+    let tamper = w.proxy(
+        "tamper",
+        &w.trust("2 of [alpha, beta, gamma]", "ignore", "state-tamper.json"),
+    );
+    let (s, text) = narinfo(&tamper, &top);
+    assert_eq!(s, 200, "the narinfo is right; only the NAR is not");
+    let nar_url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap()
+        .to_owned();
+    let (s, body) = get(&format!("{}/{nar_url}", tamper.url));
+    assert_eq!(s, 404, "{body}");
+    assert!(body.contains("upstream NAR rejected"), "{body}");
+    let c4 = w.client("four");
+    let o = client_build(
+        &c4,
+        &tamper.url,
+        &tamper.public_key,
+        &w.expr,
+        "top",
+        None,
+        &[],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("building '"),
+        "{}",
+        show(&o)
+    );
+    let (_, metrics) = get(&format!("{}/metrics", tamper.url));
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("provenix_substituter_nar_hash_mismatches_total ")
+                && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    std::fs::write(&nar_file, genuine).unwrap();
+    drop(tamper);
+
     // --- One dissenter (gamma's flavour differs): ignore accepts, veto and 3-of refuse. ---
     assert_eq!(narinfo(&main, &flavour).0, 200);
     let veto = w.proxy(
