@@ -299,6 +299,43 @@ fn quorum_substituter_with_real_nix_builders_and_logs() {
     assert_eq!(sigs.len(), 1, "only the proxy's signature: {text}");
     assert!(sigs[0].starts_with("Sig: proxy-test-1:"), "{text}");
     assert_eq!(head(&format!("{}/{}.narinfo", main.url, top.hash())), 200);
+    let nar_url = text.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap();
+    assert_eq!(head(&format!("{}/{nar_url}", main.url)), 200);
+    assert_eq!(head(&format!("{}/{}.narinfo", main.url, only.hash())), 404);
+    // Any other method, path or malformed hash is a 404 too, never a 4xx/5xx of another kind.
+    let status = |m: reqwest::Method, u: String| {
+        rt().block_on(async {
+            reqwest::Client::new()
+                .request(m, u)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(
+        status(
+            reqwest::Method::POST,
+            format!("{}/{}.narinfo", main.url, top.hash())
+        ),
+        404
+    );
+    assert_eq!(
+        status(reqwest::Method::GET, format!("{}/zzzz.narinfo", main.url)),
+        404
+    );
+    assert_eq!(
+        status(reqwest::Method::GET, format!("{}/nar/%FF.nar", main.url)),
+        404
+    );
+    assert_eq!(
+        status(
+            reqwest::Method::GET,
+            format!("{}/realisations/x.doi", main.url)
+        ),
+        404
+    );
     let d = decision(&main, &top);
     assert_eq!(d["verdict"]["status"], "trusted");
     assert_eq!(d["agreed"], serde_json::json!(["alpha", "beta", "gamma"]));
