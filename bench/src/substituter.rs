@@ -10,8 +10,15 @@
 //! 3. Cold decision latency per path with 3 logs: `Quorum::decide` for one path at a time
 //!    (three batched lookups, every proof and signature checked), and the proxy's
 //!    `/v1/decision/<hash>?fresh=1` (upstream narinfo + decision).
-//! 4. Real Nix (`nix-store --realise`) substituting the whole closure into a fresh store: from
-//!    the `file://` cache directly, from nginx directly, and through a freshly started proxy.
+//! 4. Real Nix (`nix-store --realise --max-jobs 0`) substituting the whole closure into a fresh
+//!    store: from the `file://` cache directly, from nginx directly, through a freshly started
+//!    proxy (nothing cached), and through the same proxy again (decisions cached). The four run
+//!    in a rotating order each repetition; median and best are printed.
+//!
+//! ```sh
+//! cargo build --release --workspace --bins
+//! cargo run --release -p provenix-bench -- substituter [--levels 50 --width 4 --reps 11]
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
