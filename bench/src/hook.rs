@@ -143,5 +143,11 @@ pub fn run(args: &HookArgs) -> anyhow::Result<()> {
             "MISSES"
         }
     );
+    println!(
+        "of which process spawn ~{} and one disk flush ~{} (this disk's flush latency varies with other load): the hook's own work ~{}",
+        ms(floor.median()),
+        ms(flush.median()),
+        ms(median.saturating_sub(floor.median() + flush.median()))
+    );
     Ok(())
 }

@@ -28,7 +28,7 @@ pub struct PushArgs {
     #[arg(long, default_value_t = 10_000)]
     pub records: usize,
     /// `push.batch-size` (records per store query and per submission).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 500)]
     pub batch_size: usize,
     /// Length of the chain of real builds every record depends on (its input closure).
     #[arg(long, default_value_t = 3)]
@@ -112,6 +112,7 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
         args.records
     );
     let setup = t.elapsed();
+    eprintln!("setup done in {}", secs(setup));
 
     // 3. The builder, its spool and the log.
     let builder = Builder::new(&root.join("builder"), "bench", &["http://127.0.0.1:9"], "");
@@ -142,6 +143,7 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
         )?;
     }
     let spooling = t.elapsed();
+    eprintln!("spooled in {}", secs(spooling));
 
     // 4. The measured run.
     let t = Instant::now();
@@ -152,6 +154,8 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
         .env("PROVENIX_LOG", "warn")
         .output()?;
     let push = t.elapsed();
+    eprintln!("pushed in {}", secs(push));
+    let t = Instant::now();
     anyhow::ensure!(
         o.status.success(),
         "push failed: {}\n{}",
@@ -183,6 +187,10 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
         "log checkpoint covers {size} of {} entries",
         args.records
     );
+    eprintln!(
+        "checkpoint covered every record {} after push exited",
+        secs(t.elapsed())
+    );
 
     println!("provenix-bench push: {} records (real .drv files of fixed-output derivations whose outputs were added, not built; input closure of {} really built paths each)", args.records, args.deps.max(1));
     println!(
@@ -204,6 +212,10 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
     println!(
         "push throughput: {:.0} records/s; log checkpoint size {size}; spool empty",
         args.records as f64 / push.as_secs_f64()
+    );
+    eprintln!(
+        "removing {} (slow on a disk mounted with `discard`)",
+        root.display()
     );
     Ok(())
 }

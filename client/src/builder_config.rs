@@ -8,7 +8,7 @@
 //! store = "local?root=/srv/builder"             # optional: the Nix store `push` queries
 //!
 //! [push]                                        # optional tunables (defaults shown)
-//! batch-size = 256
+//! batch-size = 500
 //! retry-initial-ms = 500
 //! retry-max-ms = 60000
 //! once-attempts = 5
@@ -88,7 +88,7 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct PushTunables {
-    /// Records prepared per store query and entries per submission (1..=1000; default 256).
+    /// Records prepared per store query and entries per submission (1..=1000; default 500).
     pub batch_size: usize,
     /// First retry delay after a log failed, in ms (default 500); doubles per failure.
     pub retry_initial_ms: u64,
@@ -109,7 +109,7 @@ pub struct PushTunables {
 impl Default for PushTunables {
     fn default() -> Self {
         Self {
-            batch_size: 256,
+            batch_size: 500,
             retry_initial_ms: 500,
             retry_max_ms: 60_000,
             once_attempts: 5,

@@ -49,6 +49,8 @@ pub const EXIT_UNDELIVERED: u8 = 2;
 /// Exit status of `push --once` when all deliverable records were delivered but some were
 /// set aside in `failed/`.
 pub const EXIT_SET_ASIDE: u8 = 3;
+/// Prepared records held in memory before `push` stops preparing more until logs catch up.
+const MAX_IN_MEMORY: usize = 20_000;
 /// Largest request body `push` sends (well under `provenixd`'s default limit).
 const MAX_SUBMIT_BYTES: usize = 8 << 20;
 
@@ -333,11 +335,20 @@ impl Pusher {
     /// Drains the spool; with `once == false` runs until killed.
     pub fn run(&mut self, once: bool) -> anyhow::Result<PushReport> {
         self.once = once;
+        let cap = MAX_IN_MEMORY.max(self.cfg.push.batch_size);
+        let in_memory = |b: &[Batch]| b.iter().map(|b| b.records.len()).sum::<usize>();
         loop {
-            let more_incoming = self.intake(once)?;
+            // Prepare more only while the backlog held in memory is bounded (a long outage
+            // leaves the rest in the journal, where it is just as safe).
+            let more_incoming = if in_memory(&self.batches) >= cap {
+                true
+            } else {
+                self.intake(once)?
+            };
             self.deliver();
             self.finalize()?;
             let waiting = self.batches.iter().any(|b| !b.records.is_empty());
+            let full = in_memory(&self.batches) >= cap;
             if once {
                 let logs_done = !waiting
                     || self
@@ -346,7 +357,7 @@ impl Pusher {
                         .enumerate()
                         .all(|(i, l)| l.gave_up || !self.has_work(i));
                 let store_done =
-                    !more_incoming || self.store_failures >= self.cfg.push.once_attempts;
+                    !more_incoming || self.store_failures >= self.cfg.push.once_attempts || full;
                 if logs_done && store_done {
                     break;
                 }
@@ -358,7 +369,7 @@ impl Pusher {
                 .iter()
                 .enumerate()
                 .any(|(i, l)| !l.gave_up && l.next_try <= now && self.has_work(i));
-            let store_ready = more_incoming && self.store_next_try <= now;
+            let store_ready = more_incoming && !full && self.store_next_try <= now;
             if log_ready || store_ready {
                 continue;
             }
@@ -368,7 +379,7 @@ impl Pusher {
                     wake = wake.min(l.next_try);
                 }
             }
-            if more_incoming {
+            if more_incoming && !full {
                 wake = wake.min(self.store_next_try);
             }
             if once && !more_incoming && !waiting {
@@ -780,6 +791,74 @@ mod tests {
         assert!(provenix_core::entry::is_rfc3339(&rfc3339(
             4_102_444_800_000_000_001
         )));
+    }
+
+    #[test]
+    fn oversized_entries_fall_back_to_direct_inputs_and_a_closure_digest() {
+        use provenix_core::entry::{Dependency, Entry, Output};
+        use provenix_core::nix::NarHash;
+        let key = NixSecretKey::from_seed("alpha", [3; 32]).unwrap();
+        let path = |i: u32| -> StorePath {
+            let mut h = [0u8; 20];
+            h[..4].copy_from_slice(&i.to_be_bytes());
+            format!(
+                "/nix/store/{}-dep-{i}",
+                provenix_core::nix::base32::encode(&h)
+            )
+            .parse()
+            .unwrap()
+        };
+        let deps: Vec<Dependency> = (0..600)
+            .map(|i| Dependency {
+                path: path(i),
+                nar_hash: NarHash::from_bytes([i as u8; 32]),
+            })
+            .collect();
+        let mut direct: Vec<StorePath> = vec![path(1), path(2)];
+        direct.sort();
+        let out = Output {
+            name: "out".into(),
+            path: path(999),
+            nar_hash: NarHash::from_bytes([9; 32]),
+            nar_size: Some(1),
+            references: vec![],
+        };
+        let facts = BuildFacts {
+            derivation: "/nix/store/92wwbnb2x9qbsi4lyajmkzmz0ypak6ki-top-x1.drv"
+                .parse()
+                .unwrap(),
+            drv_sha256: [1; 32],
+            system: "x86_64-linux".into(),
+            outputs: vec![out.clone()],
+            dependencies: deps.clone(),
+            direct_inputs: direct,
+        };
+        let build = NixBuild {
+            builder: "alpha".into(),
+            derivation: Some(facts.derivation.clone()),
+            drv_sha256: Some(facts.drv_sha256),
+            outputs: vec![out],
+            dependencies: deps,
+            built_locally: true,
+            counter: Some(1),
+            ..Default::default()
+        };
+        assert!(build.sign(&key).canonical_json().len() > MAX_LEAF_BYTES);
+        let env = sign_bounded(&build, &facts, &key).unwrap();
+        assert!(env.len() <= MAX_LEAF_BYTES);
+        let e = Entry::parse(&env).unwrap();
+        e.verify(&key.public()).unwrap();
+        let bd = &e.statement().predicate.build_definition;
+        // The .drv and the two direct inputs.
+        assert_eq!(bd.resolved_dependencies.len(), 3);
+        assert_eq!(bd.internal_parameters["inputClosure"]["paths"], 600);
+        assert_eq!(
+            bd.internal_parameters["inputClosure"]["sha256"]
+                .as_str()
+                .unwrap()
+                .len(),
+            64
+        );
     }
 
     #[test]

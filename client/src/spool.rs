@@ -234,6 +234,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
 pub struct Spool {
     dir: PathBuf,
     _lock: File,
+    /// The lines of the sealed journal read last (sealed journals never change), so that a
+    /// large backlog is read once, not once per batch.
+    cache: std::cell::RefCell<Option<(PathBuf, std::rc::Rc<Vec<String>>)>>,
 }
 
 /// Counts records in a spool without locking it (for status output and tests).
@@ -361,6 +364,7 @@ impl Spool {
         let spool = Self {
             dir: dir.to_owned(),
             _lock: lock,
+            cache: std::cell::RefCell::new(None),
         };
         spool.remove_stale_temporaries();
         Ok(spool)
@@ -427,6 +431,17 @@ impl Spool {
         sync_dir(&dir).map_err(io_err(&dir))
     }
 
+    fn sealed_lines(&self, journal: &Path) -> Result<std::rc::Rc<Vec<String>>, SpoolError> {
+        if let Some((p, lines)) = &*self.cache.borrow() {
+            if p == journal {
+                return Ok(lines.clone());
+            }
+        }
+        let lines = std::rc::Rc::new(read_lines(journal)?);
+        *self.cache.borrow_mut() = Some((journal.to_owned(), lines.clone()));
+        Ok(lines)
+    }
+
     /// Up to `limit` hook records not yet consumed, oldest first, each parsed (or the reason
     /// it cannot be). Seals the live journal first.
     pub fn incoming(&self, limit: usize) -> Result<Vec<IncomingRecord>, SpoolError> {
@@ -437,7 +452,8 @@ impl Spool {
                 break;
             }
             let skip = read_cursor(&journal);
-            for (line, raw) in read_lines(&journal)?.into_iter().enumerate().skip(skip) {
+            let lines = self.sealed_lines(&journal)?;
+            for (line, raw) in lines.iter().cloned().enumerate().skip(skip) {
                 if out.len() >= limit {
                     break;
                 }
@@ -463,10 +479,14 @@ impl Spool {
         Ok(out)
     }
 
-    /// Marks hook records consumed: each sealed journal's cursor advances over the records
+    /// Marks hook records consumed (call only once their entries are durable in `pending/` or
+    /// they were dropped or set aside): each sealed journal's cursor advances over the records
     /// consumed contiguously from it; a journal consumed to its end is deleted. Records after
     /// a gap are read again later (and then dropped as duplicates of their pending claim).
     pub fn remove_incoming(&self, ids: &[RecordId]) -> Result<(), SpoolError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut by_journal: BTreeMap<&Path, BTreeSet<usize>> = BTreeMap::new();
         for id in ids {
             by_journal.entry(&id.journal).or_default().insert(id.line);
@@ -477,7 +497,7 @@ impl Spool {
             while lines.contains(&cursor) {
                 cursor += 1;
             }
-            let total = read_lines(journal)?.len();
+            let total = self.sealed_lines(journal)?.len();
             let cpath = cursor_path(journal);
             if cursor >= total {
                 fs::remove_file(journal).map_err(io_err(journal))?;
@@ -491,11 +511,17 @@ impl Spool {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                write_atomic(&dir, &name, format!("{cursor}\n").as_bytes())
+                // tmp + rename keeps the cursor whole; no fsync (see below).
+                let tmp = dir.join(format!(".tmp-{name}"));
+                fs::write(&tmp, format!("{cursor}\n"))
+                    .and_then(|()| fs::rename(&tmp, &cpath))
                     .map_err(io_err(&cpath))?;
             }
         }
-        sync_dir(&dir).map_err(io_err(&dir))
+        // Not synced on purpose: if a crash undoes this, the records are read again and
+        // dropped, because their claims are already in the (durable) pending batch or the
+        // delivered index. That saves two disk flushes per batch.
+        Ok(())
     }
 
     /// Reserves `n` consecutive counter values and returns the first. The new next value is
@@ -564,10 +590,10 @@ impl Spool {
     }
 
     /// Deletes a fully delivered pending batch.
+    /// Not synced on purpose: a batch that reappears after a crash is submitted again, and
+    /// every log answers its byte-identical envelopes with the indexes it already gave them.
     pub fn remove_pending(&self, path: &Path) -> Result<(), SpoolError> {
-        fs::remove_file(path).map_err(io_err(path))?;
-        let d = self.dir.join(PENDING);
-        sync_dir(&d).map_err(io_err(&d))
+        fs::remove_file(path).map_err(io_err(path))
     }
 
     /// Sets an undeliverable record aside in `failed/` with the reason (durably).

@@ -224,7 +224,8 @@ impl Store {
 /// - `dep`: a single-output derivation;
 /// - `top`: depends on `dep` and references it at run time;
 /// - `multi`: outputs `out` and `dev`; `dev` references `dep`;
-/// - `nondet`: a non-reproducible output (`/usr/bin/date +%s%N`).
+/// - `nondet`: a non-reproducible output (`/usr/bin/date +%s%N`);
+/// - `many`: a list of 30 independent derivations.
 pub fn write_test_expr(dir: &Path, tag: &str) -> PathBuf {
     let expr = format!(
         r#"let
@@ -239,6 +240,7 @@ in {{
     args = [ "-c" "echo lib-{tag} > $out; echo ${{dep}} > $dev" ];
   }};
   nondet = mk "{tag}-nondet" "/usr/bin/date +%s%N > $out";
+  many = builtins.genList (i: mk "{tag}-many-${{toString i}}" "echo ${{toString i}} > $out") 30;
 }}
 "#
     );
@@ -303,7 +305,7 @@ impl Builder {
     pub fn write_config(&self, logs: &[&str], extra: &str) {
         let logs: Vec<String> = logs.iter().map(|l| format!("{l:?}")).collect();
         let text = format!(
-            "key-file = \"{}.sec\"\nspool = \"spool\"\nlogs = [{}]\n{extra}\n[push]\nretry-initial-ms = 20\nretry-max-ms = 200\nonce-attempts = 3\ntimeout-secs = 10\n",
+            "key-file = \"{}.sec\"\nspool = \"spool\"\nlogs = [{}]\n{extra}\n[push]\nretry-initial-ms = 20\nretry-max-ms = 200\nonce-attempts = 3\ntimeout-secs = 10\npoll-interval-ms = 100\n",
             self.name,
             logs.join(", ")
         );
@@ -323,6 +325,18 @@ impl Builder {
             .env("NIX_CONFIG", BASE_NIX_CONFIG)
             .env("PROVENIX_LOG", "warn")
             .output()
+            .unwrap()
+    }
+
+    /// `provenix push --config builder.toml` as a service (killed on drop of the child).
+    pub fn spawn_push(&self) -> std::process::Child {
+        Command::new(crate::bin("provenix"))
+            .args(["push", "--config"])
+            .arg(&self.config)
+            .env("NIX_CONFIG", BASE_NIX_CONFIG)
+            .env("PROVENIX_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
             .unwrap()
     }
 

@@ -493,3 +493,92 @@ fn the_hook_never_fails_a_build() {
     );
     assert_eq!(builder.spool_counts().incoming, 1);
 }
+
+#[test]
+fn the_push_service_delivers_parallel_builds_exactly_once_across_kills() {
+    if !require_tool("nix-build") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let builder = Builder::new(&tmp.path().join("alpha"), "alpha", &[], "");
+    let log = start_log(&tmp.path().join("log"), &builder);
+    builder.write_config(&[&log.url], "");
+    let store = builder.store(&tmp.path().join("store"));
+    let expr = write_test_expr(tmp.path(), &unique("service"));
+
+    // The service runs while Nix builds 30 derivations in parallel; it is SIGKILLed twice
+    // mid-way and restarted.
+    let mut push = builder.spawn_push();
+    let build = {
+        let (store, expr) = (store.clone(), expr.clone());
+        std::thread::spawn(move || store.try_build(&expr, &["many"], &["--max-jobs", "4"]))
+    };
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(400));
+        push.kill().unwrap();
+        push.wait().unwrap();
+        push = builder.spawn_push();
+    }
+    let outs = build
+        .join()
+        .unwrap()
+        .unwrap_or_else(|o| panic!("{}", show(&o)));
+    assert_eq!(outs.len(), 30);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while builder.spool_counts().undelivered() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "spool not drained: {:?}",
+            builder.spool_counts()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    push.kill().unwrap();
+    push.wait().unwrap();
+    assert_eq!(
+        builder.spool_counts(),
+        provenix::spool::SpoolCounts::default()
+    );
+    for p in &outs {
+        let (e, _) = lookup(&log, &p.hash().to_string(), 1);
+        assert_eq!(e.len(), 1, "{p}");
+    }
+    assert_eq!(tree_size(&log), 30, "every build exactly once");
+}
+
+#[test]
+fn a_log_that_refuses_the_builder_keeps_the_records_until_it_accepts_it() {
+    if !require_tool("nix-build") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let builder = Builder::new(&tmp.path().join("alpha"), "alpha", &[], "");
+    // The log does not know this builder yet.
+    let data = tmp.path().join("log");
+    let log = Provenixd::start(&data, &ServerOpts::default());
+    builder.write_config(&[&log.url], "");
+    let store = builder.store(&tmp.path().join("store"));
+    let expr = write_test_expr(tmp.path(), &unique("unknown"));
+    let out = store.build(&expr, &["dep"]);
+    let push = builder.push_once();
+    assert_eq!(push.status.code(), Some(2), "{}", show(&push));
+    assert!(
+        String::from_utf8_lossy(&push.stderr).contains("unknown_builder"),
+        "{}",
+        show(&push)
+    );
+    let c = builder.spool_counts();
+    assert_eq!((c.pending, c.failed), (1, 0), "kept, not set aside");
+    // Once the operator allows the builder (the running log sees it within a second), the
+    // same entry goes through.
+    add_builder(&data, &ServerOpts::default(), &builder.public_key);
+    std::thread::sleep(Duration::from_millis(1500));
+    let push = builder.push_once();
+    assert!(push.status.success(), "{}", show(&push));
+    let (e, _) = lookup(&log, &out[0].hash().to_string(), 1);
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        builder.spool_counts(),
+        provenix::spool::SpoolCounts::default()
+    );
+}
