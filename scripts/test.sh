@@ -22,6 +22,9 @@ command -v swtpm_setup >/dev/null 2>&1 || need+=(swtpm-tools)
 command -v tpm2_quote  >/dev/null 2>&1 || need+=(tpm2-tools)
 command -v pkg-config  >/dev/null 2>&1 || need+=(pkg-config)
 [ -e /usr/include/tss2/tss2_esys.h ]    || need+=(libtss2-dev)
+[ -e /usr/include/lzma.h ]              || need+=(liblzma-dev)   # xz NARs (substituter)
+[ -e /usr/include/bzlib.h ]             || need+=(libbz2-dev)    # bzip2 NARs (substituter)
+command -v python3     >/dev/null 2>&1 || need+=(python3)       # static upstream caches in tests
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
   say "installing ${need[*]}"

@@ -13,6 +13,7 @@ mod hook;
 mod ingest;
 mod push;
 mod stats;
+mod substituter;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,9 @@ enum Bench {
     Hook(hook::HookArgs),
     /// Throughput of `provenix push --once` draining spooled records into a local log (issue 3).
     Push(push::PushArgs),
+    /// Issue 4: warm narinfo latency and throughput against nginx, cold decision latency with
+    /// three logs, and real Nix substituting a closure through the proxy versus directly.
+    Substituter(substituter::SubstituterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Ingest(a) => ingest::run(a),
         Bench::Hook(a) => hook::run(&a),
         Bench::Push(a) => push::run(&a),
+        Bench::Substituter(args) => substituter::run(&args),
     }
 }

@@ -2,11 +2,15 @@
 //!
 //! - [`logclient`]: HTTP client for `provenixd`.
 //! - [`keygen`]: builder keys in Nix's format.
+//! - [`quorum`] gathers and checks votes from every configured log; the decision.
+//! - [`substituter`]: the quorum substituter Nix talks to.
+//! - [`verify`]: `provenix verify`, [`check_config`]: `provenix check-config`.
 //! - [`builder_config`]: the builder's `builder.toml`.
 //! - [`hook`], [`spool`], [`push`], [`nixstore`]: from a finished Nix build to entries in
 //!   every configured log.
 
 pub mod builder_config;
+pub mod check_config;
 pub mod hook;
 pub mod keygen;
 pub mod logclient;
@@ -30,4 +34,7 @@ pub async fn shutdown_signal() {
 }
 pub mod nixstore;
 pub mod push;
+pub mod quorum;
 pub mod spool;
+pub mod substituter;
+pub mod verify;

@@ -29,6 +29,20 @@ enum Command {
     Hook,
     /// Drain the spool: describe, sign and submit every recorded build to every log.
     Push(provenix::push::PushArgs),
+    /// Run the quorum substituter Nix uses as its binary cache (`[substituter]` of trust.toml).
+    Substituter(provenix::substituter::SubstituterArgs),
+    /// Decide one store path and explain why. Exit 0 trusted, 1 not trusted, 2 could not decide.
+    Verify(provenix::verify::VerifyArgs),
+    /// Validate a configuration file (trust.toml or builder.toml, recognised by its keys) and exit:
+    /// 0 if usable, 1 with the reason.
+    CheckConfig(provenix::check_config::CheckConfigArgs),
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -49,10 +63,14 @@ fn main() -> ExitCode {
     }
 
     let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Substituter(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PROVENIX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -67,6 +85,22 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Push(args) => provenix::push::run(&args),
+        Command::Substituter(args) => runtime()
+            .and_then(|rt| rt.block_on(provenix::substituter::run(&args)))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Verify(args) => {
+            return match runtime().and_then(|rt| rt.block_on(provenix::verify::run(&args))) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("provenix verify: could not decide: {e:#}");
+                    ExitCode::from(provenix::verify::EXIT_UNDECIDED)
+                }
+            };
+        }
+        Command::CheckConfig(args) => provenix::check_config::check_file(&args.config).map(|s| {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }),
     };
     match result {
         Ok(code) => code,
@@ -75,10 +109,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
 }

@@ -12,6 +12,7 @@ pub mod nixeval;
 pub mod pg;
 pub mod server;
 pub mod service;
+pub mod substituter;
 
 use std::path::PathBuf;
 
