@@ -970,10 +970,9 @@ fn flake_outputs_evaluate_against_a_mock_nixpkgs() {
 
 // ---- provenix check-config (builder.toml and trust.toml) ------------------------------------------
 
-/// Needs `provenix check-config` (DESIGN §11), which is not in the `provenix` binary of this
-/// branch yet: run with `--ignored` once it has landed.
+/// `provenix check-config` (DESIGN §11) accepts what the modules generate and rejects bad files,
+/// as the modules' build-time checks rely on.
 #[test]
-#[ignore = "needs `provenix check-config` (DESIGN §11), not implemented in the client on this branch yet"]
 fn provenix_check_config_accepts_the_generated_files_and_rejects_bad_ones() {
     let Some(nix) = NixEval::new() else { return };
     for (case_name, pointer) in [
