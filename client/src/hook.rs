@@ -8,7 +8,7 @@
 //! directory, a full disk) it says so on stderr, which Nix shows to the user, and still exits 0.
 //!
 //! Nix calls the hook with no arguments, so `post-build-hook` must name an executable: either a
-//! symlink to `provenix` named `provenix-hook` (argv[0] selects this mode) or a two-line script
+//! symlink to `provenix` named `provenix-hook` (`argv[0]` selects this mode) or a two-line script
 //! `exec provenix hook`.
 //!
 //! Inputs (all from Nix's environment; trusted as much as the build's own environment):
