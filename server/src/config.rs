@@ -35,6 +35,10 @@ pub struct ServerConfig {
     pub read_pool_size: Option<u32>,
     /// Per-request time limit in seconds (default 60).
     pub request_timeout_secs: Option<u64>,
+    /// Most open client connections (default 1024); more are closed at once.
+    pub max_connections: Option<usize>,
+    /// Seconds a client may take to send a request's headers (default 10).
+    pub header_timeout_secs: Option<u64>,
     /// Witnesses asked to cosign every checkpoint (C2SP tlog-witness), as `[[witness]]` tables.
     #[serde(default)]
     pub witness: Vec<WitnessConfig>,
@@ -64,6 +68,7 @@ pub struct Settings {
     pub queue_depth: usize,
     pub read_pool_size: u32,
     pub request_timeout: Duration,
+    pub serve: provenix_http::ServeLimits,
     pub witnesses: Vec<crate::witness::WitnessSpec>,
     pub witness_timeout: Duration,
 }
@@ -184,7 +189,24 @@ impl ServerConfig {
                 "witness-timeout-ms must be at least 1".into(),
             ));
         }
+        let max_connections = self.max_connections.unwrap_or(1024);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max-connections must be at least 1".into(),
+            ));
+        }
+        let header_timeout = self.header_timeout_secs.unwrap_or(10);
+        if header_timeout == 0 {
+            return Err(ConfigError::Invalid(
+                "header-timeout-secs must be at least 1".into(),
+            ));
+        }
         Ok(Settings {
+            serve: provenix_http::ServeLimits {
+                max_connections,
+                header_read_timeout: Duration::from_secs(header_timeout),
+                ..provenix_http::ServeLimits::default()
+            },
             witnesses,
             witness_timeout: Duration::from_millis(witness_timeout),
             data,

@@ -125,10 +125,12 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Connections are bounded and slow clients cut off (see [`provenix_http`]).
 pub async fn serve(
     listener: TcpListener,
     state: api::AppState,
     request_timeout: Duration,
+    limits: provenix_http::ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = api::router(state)
@@ -137,7 +139,6 @@ pub async fn serve(
             request_timeout,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stats = std::sync::Arc::new(provenix_http::ServeStats::default());
+    provenix_http::serve(listener, app, limits, stats, shutdown).await
 }

@@ -272,7 +272,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..Limits::default()
         }),
     };
-    provenix_server::serve(listener, state, s.request_timeout, shutdown_signal()).await?;
+    provenix_server::serve(
+        listener,
+        state,
+        s.request_timeout,
+        s.serve.clone(),
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("draining the sequencer");
     log.shutdown().await;
     o.store.close().await;
