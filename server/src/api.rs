@@ -3,7 +3,6 @@
 //! Handlers take raw bodies and parameters and parse them here, so every rejection is one of
 //! ours (stable JSON error codes) rather than a framework default. See `docs/api.md`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use provenix_core::api::{
-    Accepted, BatchLookupRequest, BatchLookupResponse, BuilderInfo, BuildersResponse,
-    ConsistencyResponse, EntryResponse, ErrorBody, LookupResponse, ProvedEntry, SubmitRequest,
-    SubmitResponse, SubmitResult, MAX_LOOKUP_BATCH, MAX_SUBMIT_BATCH,
+    Accepted, BatchLookupRequest, BuilderInfo, BuildersResponse, ConsistencyResponse, ErrorBody,
+    SubmitRequest, SubmitResponse, SubmitResult, MAX_LOOKUP_BATCH, MAX_SUBMIT_BATCH,
 };
 use provenix_core::entry::{Entry, EntryError, LookupKey};
 use provenix_core::merkle::ProofError;
@@ -25,6 +23,7 @@ use provenix_core::tile::{TileKind, TilePath};
 use serde_json::value::RawValue;
 
 use crate::error::AppError;
+use crate::json::Out;
 use crate::log::{Log, Validated};
 use crate::metrics::{Metrics, RequestLabel};
 
@@ -106,12 +105,6 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, AppError> {
             )
         }
     })
-}
-
-fn raw_json(leaf: Vec<u8>) -> Result<Box<RawValue>, AppError> {
-    let s = String::from_utf8(leaf)
-        .map_err(|_| AppError::Internal("stored leaf is not UTF-8".into()))?;
-    RawValue::from_string(s).map_err(|_| AppError::Internal("stored leaf is not JSON".into()))
 }
 
 fn proof_error(e: ProofError) -> AppError {
@@ -307,7 +300,7 @@ async fn post_entries(
 async fn get_entry(
     State(st): State<AppState>,
     Path(index): Path<String>,
-) -> Result<Json<EntryResponse>, AppError> {
+) -> Result<Response, AppError> {
     let index: u64 = index
         .parse()
         .map_err(|_| AppError::bad("bad_index", format!("{index:?} is not a leaf index")))?;
@@ -326,21 +319,20 @@ async fn get_entry(
         .leaf(index)
         .await?
         .ok_or_else(|| AppError::Internal(format!("leaf {index} missing from storage")))?;
-    let leaf_hash = st
-        .log
-        .leaf_hash(index)
-        .ok_or_else(|| AppError::Internal(format!("leaf hash {index} missing")))?;
-    let inclusion_proof = st
-        .log
-        .inclusion_proof(index, cp.size())
-        .map_err(proof_error)?;
-    Ok(Json(EntryResponse {
-        index,
-        leaf_hash,
-        envelope: raw_json(leaf)?,
-        checkpoint: cp.note().to_owned(),
-        inclusion_proof,
-    }))
+    let (leaf_hash, proof) = st.log.proved(index, cp.size()).map_err(proof_error)?;
+    let mut out = Out::with_capacity(leaf.len() + cp.note_json.len() + 1024);
+    out.raw(b"{\"index\":")
+        .num(index)
+        .raw(b",\"leafHash\":")
+        .hash(&leaf_hash)
+        .raw(b",\"envelope\":")
+        .raw(&leaf)
+        .raw(b",\"checkpoint\":")
+        .raw(cp.note_json.as_bytes())
+        .raw(b",\"inclusionProof\":")
+        .hashes(&proof)
+        .raw(b"}");
+    Ok(out.response())
 }
 
 fn parse_key(s: &str) -> Result<String, AppError> {
@@ -349,51 +341,58 @@ fn parse_key(s: &str) -> Result<String, AppError> {
         .map_err(|e| AppError::bad("bad_key", format!("{s:?}: {e}")))
 }
 
-async fn proved(
-    st: &AppState,
-    keys: &[String],
-) -> Result<(String, BTreeMap<String, Vec<ProvedEntry>>), AppError> {
+/// Looks up `keys` against the published checkpoint and writes, for each key in order, its
+/// entries with proofs via `per_key(out, key, entries_json)`.
+async fn proved_json(st: &AppState, keys: &[String], batch: bool) -> Result<Response, AppError> {
     let cp = st.log.checkpoint();
     let rows = st.log.lookup(keys, cp.size()).await?;
     st.log.metrics().lookup_keys.inc_by(keys.len() as u64);
-    let indices: Vec<u64> = rows.iter().map(|r| r.index).collect();
-    let proofs = st
-        .log
-        .inclusion_proofs(&indices, cp.size())
-        .map_err(proof_error)?;
-    let mut out: BTreeMap<String, Vec<ProvedEntry>> =
-        keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-    for (row, proof) in rows.into_iter().zip(proofs) {
-        let leaf_hash = st
-            .log
-            .leaf_hash(row.index)
-            .ok_or_else(|| AppError::Internal(format!("leaf hash {} missing", row.index)))?;
-        out.entry(row.key).or_default().push(ProvedEntry {
-            index: row.index,
-            leaf_hash,
-            envelope: raw_json(row.leaf)?,
-            inclusion_proof: proof,
-        });
+    let mut out = Out::with_capacity(
+        cp.note_json.len() + 64 + rows.iter().map(|r| r.leaf.len() + 64 * 40).sum::<usize>(),
+    );
+    out.raw(b"{\"checkpoint\":").raw(cp.note_json.as_bytes());
+    out.raw(if batch {
+        b",\"results\":{"
+    } else {
+        b",\"entries\":["
+    });
+    // Group by key (never rely on the database's collation matching our key order).
+    let mut by_key: std::collections::HashMap<&str, Vec<&crate::store::KeyedEntry>> =
+        std::collections::HashMap::new();
+    for r in &rows {
+        by_key.entry(r.key.as_str()).or_default().push(r);
     }
-    Ok((cp.note().to_owned(), out))
+    for (k, key) in keys.iter().enumerate() {
+        if batch {
+            if k > 0 {
+                out.raw(b",");
+            }
+            out.string(key).raw(b":[");
+        }
+        for (i, row) in by_key.get(key.as_str()).into_iter().flatten().enumerate() {
+            let (leaf_hash, proof) = st.log.proved(row.index, cp.size()).map_err(proof_error)?;
+            if i > 0 {
+                out.raw(b",");
+            }
+            out.proved_entry(row.index, &leaf_hash, &row.leaf, &proof);
+        }
+        if batch {
+            out.raw(b"]");
+        }
+    }
+    out.raw(if batch { b"}}" } else { b"]}" });
+    Ok(out.response())
 }
 
 async fn get_lookup(
     State(st): State<AppState>,
     Path(key): Path<String>,
-) -> Result<Json<LookupResponse>, AppError> {
+) -> Result<Response, AppError> {
     let key = parse_key(&key)?;
-    let (checkpoint, mut results) = proved(&st, std::slice::from_ref(&key)).await?;
-    Ok(Json(LookupResponse {
-        checkpoint,
-        entries: results.remove(&key).unwrap_or_default(),
-    }))
+    proved_json(&st, std::slice::from_ref(&key), false).await
 }
 
-async fn post_lookup(
-    State(st): State<AppState>,
-    body: Body,
-) -> Result<Json<BatchLookupResponse>, AppError> {
+async fn post_lookup(State(st): State<AppState>, body: Body) -> Result<Response, AppError> {
     let bytes = read_body(body, st.limits.max_body_bytes).await?;
     let req: BatchLookupRequest = serde_json::from_slice(&bytes)
         .map_err(|e| AppError::bad("malformed", format!("body must be {{\"keys\":[…]}}: {e}")))?;
@@ -410,11 +409,7 @@ async fn post_lookup(
         .collect::<Result<Vec<_>, _>>()?;
     keys.sort();
     keys.dedup();
-    let (checkpoint, results) = proved(&st, &keys).await?;
-    Ok(Json(BatchLookupResponse {
-        checkpoint,
-        results,
-    }))
+    proved_json(&st, &keys, true).await
 }
 
 async fn get_consistency(

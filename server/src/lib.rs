@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+mod json;
 pub mod log;
 pub mod metrics;
 pub mod store;

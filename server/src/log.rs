@@ -76,6 +76,32 @@ pub enum LogError {
     Signing(String),
 }
 
+/// The published checkpoint, with its note pre-escaped as a JSON string so responses can embed
+/// it without re-serialising it each time. Derefs to the checkpoint.
+#[derive(Debug)]
+pub struct Published {
+    pub checkpoint: SignedCheckpoint,
+    /// `note` as a JSON string literal, quotes included.
+    pub note_json: String,
+}
+
+impl Published {
+    fn new(checkpoint: SignedCheckpoint) -> Self {
+        let note_json = serde_json::to_string(checkpoint.note()).unwrap_or_else(|_| "\"\"".into());
+        Self {
+            checkpoint,
+            note_json,
+        }
+    }
+}
+
+impl std::ops::Deref for Published {
+    type Target = SignedCheckpoint;
+    fn deref(&self) -> &SignedCheckpoint {
+        &self.checkpoint
+    }
+}
+
 /// An entry that passed validation and signature checks, ready to sequence.
 #[derive(Debug, Clone)]
 pub struct Validated {
@@ -129,7 +155,7 @@ struct Inner {
     witnesses: crate::witness::Witnesses,
     config: LogConfig,
     state: RwLock<TreeState>,
-    published: watch::Sender<Arc<SignedCheckpoint>>,
+    published: watch::Sender<Arc<Published>>,
     builders: RwLock<Arc<HashMap<String, NixPublicKey>>>,
     seq_tx: Mutex<Option<mpsc::Sender<SeqJob>>>,
     integrate: Notify,
@@ -214,7 +240,7 @@ impl Log {
         metrics.tree_size.set(count as i64);
         metrics.checkpoint_size.set(published.size() as i64);
         let builders = load_builders(&store).await?;
-        let (published_tx, _) = watch::channel(Arc::new(published));
+        let (published_tx, _) = watch::channel(Arc::new(Published::new(published)));
         let (seq_tx, seq_rx) = mpsc::channel(config.queue_depth.max(1));
         let bundle_cap = std::num::NonZeroUsize::new(config.bundle_cache.max(1))
             .unwrap_or(std::num::NonZeroUsize::MIN);
@@ -328,16 +354,12 @@ impl Log {
     }
 
     /// The latest published checkpoint.
-    pub fn checkpoint(&self) -> Arc<SignedCheckpoint> {
+    pub fn checkpoint(&self) -> Arc<Published> {
         self.inner.published.borrow().clone()
     }
 
     /// Waits until a published checkpoint covers leaf `index` (or `timeout` passes).
-    pub async fn wait_integrated(
-        &self,
-        index: u64,
-        timeout: Duration,
-    ) -> Option<Arc<SignedCheckpoint>> {
+    pub async fn wait_integrated(&self, index: u64, timeout: Duration) -> Option<Arc<Published>> {
         let mut rx = self.inner.published.subscribe();
         let fut = async {
             loop {
@@ -366,6 +388,17 @@ impl Log {
             .unwrap_or_else(poisoned)
             .tree
             .inclusion_proof(index, size)
+    }
+
+    /// The leaf hash of `index` and its inclusion proof against `size`, under one lock.
+    pub fn proved(&self, index: u64, size: u64) -> Result<(Hash, Vec<Hash>), ProofError> {
+        let st = self.inner.state.read().unwrap_or_else(poisoned);
+        let proof = st.tree.inclusion_proof(index, size)?;
+        let leaf = st
+            .tree
+            .leaf(index)
+            .ok_or(ProofError::IndexOutOfRange { index, size })?;
+        Ok((leaf, proof))
     }
 
     /// Inclusion proofs for many indices against one size, under one lock.
@@ -691,7 +724,7 @@ async fn integrate_once(inner: &Inner) -> Result<(), LogError> {
                 .map_err(|e| LogError::Signing(format!("cosigned checkpoint: {e}")))?
         }
     };
-    inner.published.send_replace(Arc::new(cp));
+    inner.published.send_replace(Arc::new(Published::new(cp)));
     inner.metrics.checkpoint_size.set(size as i64);
     inner.metrics.checkpoints_signed.inc();
     let now = Instant::now();

@@ -231,6 +231,28 @@ async fn submit_lookup_and_prove(fx: Fx) {
     assert!(results[&missing].is_empty());
     assert_eq!(results[&key][0].index, 3);
 
+    // Realisation ids and hash parts in one batch: each key gets exactly its entries, whatever
+    // order the database's collation sorts them in.
+    let mut ca = gen::build("alpha", 50, 50);
+    let rid = format!("sha256:{}!out", "0f".repeat(32));
+    ca.drv_output_ids = vec![rid.clone()];
+    let r = submit(&fx, &[ca.sign(&fx.alpha).canonical_json()], true).await;
+    let ca_index = accepted(&r.results[0]).index;
+    let ca_path = gen::store_path(50, "pkg-50").hash().to_string();
+    let body = serde_json::json!({"keys": [rid.clone(), key.clone(), ca_path.clone(), "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"]});
+    let (s, body) = call(&fx.app, Method::POST, "/v1/lookup", body.to_string().into_bytes()).await;
+    assert_eq!(s, StatusCode::OK);
+    let batch: BatchLookupResponse = serde_json::from_slice(&body).unwrap();
+    let (_, results) = batch.verify(&fx.verifier).unwrap();
+    assert_eq!(results[&rid].iter().map(|e| e.index).collect::<Vec<_>>(), vec![ca_index]);
+    assert_eq!(results[&ca_path].iter().map(|e| e.index).collect::<Vec<_>>(), vec![ca_index]);
+    assert_eq!(results[&key].iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
+    assert!(results["zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"].is_empty());
+    let (s, body) = call(&fx.app, Method::GET, &format!("/v1/lookup/{rid}"), vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    let look: LookupResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!(look.verify(&fx.verifier).unwrap().1[0].index, ca_index);
+
     // By index.
     let (s, body) = call(&fx.app, Method::GET, "/v1/entries/4", vec![]).await;
     assert_eq!(s, StatusCode::OK);
@@ -248,7 +270,7 @@ async fn submit_lookup_and_prove(fx: Fx) {
     assert_eq!(s, StatusCode::OK);
     assert!(String::from_utf8(body)
         .unwrap()
-        .contains("provenix_entries_total{result=\"accepted\"} 5"));
+        .contains("provenix_entries_total{result=\"accepted\"} 6"));
 }
 
 async fn duplicates_are_one_leaf(fx: Fx) {
