@@ -255,6 +255,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics,
     )
     .await?;
+    let indexer = provenix_server::explorer::Indexer::start(log.clone());
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
@@ -274,6 +275,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     provenix_server::serve(listener, state, s.request_timeout, shutdown_signal()).await?;
     tracing::info!("draining the sequencer");
+    indexer.stop().await;
     log.shutdown().await;
     o.store.close().await;
     println!(
