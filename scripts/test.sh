@@ -21,6 +21,7 @@ command -v swtpm       >/dev/null 2>&1 || need+=(swtpm)
 command -v swtpm_setup >/dev/null 2>&1 || need+=(swtpm-tools)
 command -v tpm2_quote  >/dev/null 2>&1 || need+=(tpm2-tools)
 command -v pkg-config  >/dev/null 2>&1 || need+=(pkg-config)
+command -v chromium    >/dev/null 2>&1 || need+=(chromium)
 [ -e /usr/include/tss2/tss2_esys.h ]    || need+=(libtss2-dev)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then

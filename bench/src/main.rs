@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod explorer;
 mod hook;
 mod ingest;
 mod push;
@@ -33,6 +34,8 @@ enum Bench {
     Hook(hook::HookArgs),
     /// Throughput of `provenix push --once` draining spooled records into a local log (issue 3).
     Push(push::PushArgs),
+    /// The explorer on a large log (issue 9): indexer lag, p50/p99 render time of its pages.
+    Explorer(explorer::ExplorerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Ingest(a) => ingest::run(a),
         Bench::Hook(a) => hook::run(&a),
         Bench::Push(a) => push::run(&a),
+        Bench::Explorer(a) => explorer::run(a),
     }
 }
