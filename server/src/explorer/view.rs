@@ -333,9 +333,6 @@ fn checkpoint_view(st: &AppState, created_at: Option<i64>) -> CheckpointView {
 }
 
 fn cosignatures(st: &AppState, note: &str) -> Vec<CosignatureView> {
-    let Ok((_, sigs)) = provenix_core::witness::split_note(note) else {
-        return Vec::new();
-    };
     let log_id = st
         .log
         .signer()
@@ -343,11 +340,25 @@ fn cosignatures(st: &AppState, note: &str) -> Vec<CosignatureView> {
         .parse::<provenix_core::checkpoint::LogVerifier>()
         .map(|v| v.key_id())
         .ok();
-    let origin = st.log.signer().name();
-    let verified = provenix_core::witness::valid_cosignatures(note, &st.log.witness_keys());
+    cosignatures_of(note, st.log.signer().name(), log_id, &st.log.witness_keys())
+}
+
+/// The signature lines of `note` other than the log's own (`origin` with key id `log_id`),
+/// each marked verified when it verifies with one of `witnesses`.
+pub fn cosignatures_of(
+    note: &str,
+    origin: &str,
+    log_id: Option<u32>,
+    witnesses: &[provenix_core::witness::CosignerVerifier],
+) -> Vec<CosignatureView> {
+    let Ok((_, sigs)) = provenix_core::witness::split_note(note) else {
+        return Vec::new();
+    };
+    let verified = provenix_core::witness::valid_cosignatures(note, witnesses);
     sigs.iter()
         .filter(|s| !(s.name == origin && Some(s.key_id) == log_id))
         .map(|s| {
+            // tlog-cosignature: 8-byte timestamp then the 64-byte Ed25519 signature.
             let time = (s.sig.len() == 72)
                 .then(|| s.sig.first_chunk::<8>().map(|b| u64::from_be_bytes(*b)))
                 .flatten();
@@ -952,6 +963,46 @@ mod tests {
             let e = parse_query(bad).unwrap_err();
             assert_eq!(e.parts().1, "bad_query", "{bad}");
         }
+    }
+
+    #[test]
+    fn cosignatures_are_listed_and_verified_only_with_a_configured_key() {
+        use provenix_core::checkpoint::{LogSigner, LogVerifier};
+        use provenix_core::merkle::Hash;
+        use provenix_core::witness::{add_signature_lines, split_note, CosignerKey};
+        let signer = LogSigner::generate("log.example/x").unwrap();
+        let log_id = signer
+            .verifier_key()
+            .parse::<LogVerifier>()
+            .unwrap()
+            .key_id();
+        let cp = signer.sign(5, Hash::EMPTY_ROOT).unwrap();
+        let (w1, w2) = (
+            CosignerKey::generate("w1.example").unwrap(),
+            CosignerKey::generate("w2.example").unwrap(),
+        );
+        let (text, _) = split_note(cp.note()).unwrap();
+        let note = add_signature_lines(
+            cp.note(),
+            &[
+                w1.cosign(text.as_bytes(), 1_700_000_000),
+                w2.cosign(text.as_bytes(), 1_700_000_001),
+            ],
+        );
+        let w1_key = w1.verifier_key().parse().unwrap();
+        let got = cosignatures_of(&note, "log.example/x", Some(log_id), &[w1_key]);
+        let summary: Vec<(&str, Option<u64>, bool)> = got
+            .iter()
+            .map(|c| (c.name.as_str(), c.time, c.verified))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("w1.example", Some(1_700_000_000), true),
+                ("w2.example", Some(1_700_000_001), false)
+            ]
+        );
+        assert!(cosignatures_of(cp.note(), "log.example/x", Some(log_id), &[]).is_empty());
     }
 
     #[test]
