@@ -6,7 +6,7 @@
 //!   touches the sequencer; the pages read only the derived tables, the in-memory tree (proofs)
 //!   and single leaves.
 //! - [`view`]: the data of each view (the JSON bodies), [`page`]: HTML and handlers.
-//! - [`db`]: the SQL, one text for SQLite and PostgreSQL.
+//! - `db`: the SQL, one text for SQLite and PostgreSQL.
 //!
 //! Pages: `/`, `/search?q=`, `/builder/{name}`, `/disagreements`, `/entry/{index}`;
 //! JSON: `/v1/explorer/{home, search, builders/{name}, disagreements, entries/{index}}`.
