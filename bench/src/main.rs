@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod explorer;
 mod hook;
 mod ingest;
 mod push;
@@ -37,6 +38,8 @@ enum Bench {
     /// Issue 4: warm narinfo latency and throughput against nginx, cold decision latency with
     /// three logs, and real Nix substituting a closure through the proxy versus directly.
     Substituter(substituter::SubstituterArgs),
+    /// The explorer on a large log (issue 9): indexer lag, p50/p99 render time of its pages.
+    Explorer(explorer::ExplorerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Hook(a) => hook::run(&a),
         Bench::Push(a) => push::run(&a),
         Bench::Substituter(args) => substituter::run(&args),
+        Bench::Explorer(a) => explorer::run(a),
     }
 }

@@ -3,11 +3,13 @@
 //! - [`store`]: the storage contract over SQLite and PostgreSQL.
 //! - [`log`]: sequencer, integrator and the in-memory tree.
 //! - [`api`]: the HTTP API (a pure `router(state)`), [`error`]: what clients see of errors.
+//! - [`explorer`]: the web explorer (pages and JSON views over a derived index).
 //! - [`serve`]: runs the router on an already-bound listener until a shutdown signal.
 
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod explorer;
 mod json;
 pub mod log;
 pub mod metrics;

@@ -300,6 +300,16 @@ impl Log {
         &self.inner.signer
     }
 
+    /// The cosigner keys of the configured witnesses.
+    pub fn witness_keys(&self) -> Vec<provenix_core::witness::CosignerVerifier> {
+        self.inner
+            .config
+            .witnesses
+            .iter()
+            .map(|w| w.key.clone())
+            .collect()
+    }
+
     /// The storage.
     pub fn store(&self) -> &Store {
         &self.inner.store

@@ -255,6 +255,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics,
     )
     .await?;
+    let indexer = provenix_server::explorer::Indexer::start(log.clone());
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
@@ -281,6 +282,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     tracing::info!("draining the sequencer");
+    indexer.stop().await;
     log.shutdown().await;
     o.store.close().await;
     println!(

@@ -114,7 +114,27 @@ fn hash_of(bytes: &[u8]) -> Result<Hash, StoreError> {
     Hash::from_slice(bytes).map_err(|_| StoreError::Corrupt("leaf hash is not 32 bytes".into()))
 }
 
+/// The connection pools behind a [`Store`], for derived indexes kept in the same database
+/// (the explorer's indexer and pages). SQLite: `write` is the single writer connection the
+/// sequencer also uses; `read` are read-only connections.
+#[derive(Clone, Copy)]
+pub(crate) enum Pools<'a> {
+    Sqlite {
+        write: &'a SqlitePool,
+        read: &'a SqlitePool,
+    },
+    Postgres(&'a PgPool),
+}
+
 impl Store {
+    /// The pools (see [`Pools`]).
+    pub(crate) fn pools(&self) -> Pools<'_> {
+        match &self.backend {
+            Backend::Sqlite { write, read } => Pools::Sqlite { write, read },
+            Backend::Postgres(p) => Pools::Postgres(p),
+        }
+    }
+
     /// The SQLite database inside a data directory (the embedded default).
     pub fn sqlite_url_in(dir: &Path) -> String {
         format!("sqlite://{}", dir.join("log.db").display())

@@ -240,13 +240,31 @@ async fn submit_lookup_and_prove(fx: Fx) {
     let ca_index = accepted(&r.results[0]).index;
     let ca_path = gen::store_path(50, "pkg-50").hash().to_string();
     let body = serde_json::json!({"keys": [rid.clone(), key.clone(), ca_path.clone(), "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"]});
-    let (s, body) = call(&fx.app, Method::POST, "/v1/lookup", body.to_string().into_bytes()).await;
+    let (s, body) = call(
+        &fx.app,
+        Method::POST,
+        "/v1/lookup",
+        body.to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let batch: BatchLookupResponse = serde_json::from_slice(&body).unwrap();
     let (_, results) = batch.verify(&fx.verifier).unwrap();
-    assert_eq!(results[&rid].iter().map(|e| e.index).collect::<Vec<_>>(), vec![ca_index]);
-    assert_eq!(results[&ca_path].iter().map(|e| e.index).collect::<Vec<_>>(), vec![ca_index]);
-    assert_eq!(results[&key].iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
+    assert_eq!(
+        results[&rid].iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![ca_index]
+    );
+    assert_eq!(
+        results[&ca_path]
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        vec![ca_index]
+    );
+    assert_eq!(
+        results[&key].iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![3]
+    );
     assert!(results["zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"].is_empty());
     let (s, body) = call(&fx.app, Method::GET, &format!("/v1/lookup/{rid}"), vec![]).await;
     assert_eq!(s, StatusCode::OK);
