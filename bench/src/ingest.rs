@@ -45,10 +45,14 @@ pub struct IngestArgs {
     /// Use this PostgreSQL (a URL with CREATE DATABASE rights) instead of a private cluster.
     #[arg(long)]
     postgres_url: Option<String>,
+    /// Keep the web explorer's index while ingesting (off: the log alone, issue 2's figures).
+    #[arg(long)]
+    explorer: bool,
 }
 
 struct Report {
     backend: &'static str,
+    explorer: bool,
     entries: u64,
     ingest_secs: f64,
     first_tenth_rate: f64,
@@ -136,8 +140,11 @@ async fn run_backend(
 ) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("log");
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, format!("explorer = {}\n", args.explorer))?;
     let opts = ServerOpts {
         database: database.clone(),
+        config: Some(config),
         ..ServerOpts::default()
     };
     for c in 0..args.clients {
@@ -331,6 +338,7 @@ async fn run_backend(
     store.close().await;
     Ok(Report {
         backend,
+        explorer: args.explorer,
         entries: total,
         ingest_secs: ingest.as_secs_f64(),
         first_tenth_rate,
@@ -349,7 +357,16 @@ async fn run_backend(
 }
 
 fn print(r: &Report) {
-    println!("== {} ({} entries) ==", r.backend, r.entries);
+    println!(
+        "== {} ({} entries{}) ==",
+        r.backend,
+        r.entries,
+        if r.explorer {
+            ", explorer index on"
+        } else {
+            ", explorer index off"
+        }
+    );
     println!(
         "ingest            {:>10.0} entries/s   (first tenth {:.0}/s, last tenth {:.0}/s; {} x 503 overloaded)",
         r.entries as f64 / r.ingest_secs,

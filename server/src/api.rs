@@ -50,6 +50,8 @@ impl Default for Limits {
 pub struct AppState {
     pub log: Log,
     pub limits: Arc<Limits>,
+    /// Whether the web explorer's pages and JSON views are served.
+    pub explorer: bool,
 }
 
 /// The public router. Pure: tests call it with `tower::ServiceExt::oneshot`.
@@ -66,7 +68,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/builders", get(get_builders))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_healthz))
-        .merge(crate::explorer::routes())
+        .merge(if state.explorer {
+            crate::explorer::routes()
+        } else {
+            Router::new()
+        })
         .route_layer(middleware::from_fn_with_state(metrics.clone(), track))
         .fallback(fallback)
         .with_state(state)

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Seconds a client may take to send a request's headers (default 10).
     pub header_timeout_secs: Option<u64>,
+    /// Serve the web explorer and keep its index (default true). The index is derived from the
+    /// log and can be dropped and rebuilt; turning it off saves its ingest and disk cost.
+    pub explorer: Option<bool>,
     /// Witnesses asked to cosign every checkpoint (C2SP tlog-witness), as `[[witness]]` tables.
     #[serde(default)]
     pub witness: Vec<WitnessConfig>,
@@ -69,6 +72,7 @@ pub struct Settings {
     pub read_pool_size: u32,
     pub request_timeout: Duration,
     pub serve: provenix_http::ServeLimits,
+    pub explorer: bool,
     pub witnesses: Vec<crate::witness::WitnessSpec>,
     pub witness_timeout: Duration,
 }
@@ -202,6 +206,7 @@ impl ServerConfig {
             ));
         }
         Ok(Settings {
+            explorer: self.explorer.unwrap_or(true),
             serve: provenix_http::ServeLimits {
                 max_connections,
                 header_read_timeout: Duration::from_secs(header_timeout),

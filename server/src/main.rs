@@ -255,7 +255,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics,
     )
     .await?;
-    let indexer = provenix_server::explorer::Indexer::start(log.clone());
+    // The explorer's index is derived data on the same database; operators who do not want it
+    // (or its ingest and disk cost) turn it off with `explorer = false`.
+    let indexer = s
+        .explorer
+        .then(|| provenix_server::explorer::Indexer::start(log.clone()));
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
@@ -267,6 +271,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         o.store.backend_name()
     );
     let state = AppState {
+        explorer: s.explorer,
         log: log.clone(),
         limits: Arc::new(Limits {
             max_body_bytes: s.max_body_bytes,
@@ -282,7 +287,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     tracing::info!("draining the sequencer");
-    indexer.stop().await;
+    if let Some(indexer) = indexer {
+        indexer.stop().await;
+    }
     log.shutdown().await;
     o.store.close().await;
     println!(

@@ -79,6 +79,7 @@ async fn fixture(b: Backend) -> Option<Fx> {
     .unwrap();
     let app = router(AppState {
         log: log.clone(),
+        explorer: false,
         limits: Arc::new(Limits {
             max_body_bytes: 1 << 20,
             ..Limits::default()
@@ -277,6 +278,13 @@ async fn submit_lookup_and_prove(fx: Fx) {
     let e: EntryResponse = serde_json::from_slice(&body).unwrap();
     let (_, inc) = e.verify(&fx.verifier).unwrap();
     assert_eq!(inc.entry.leaf_bytes(), &envs[4][..]);
+
+    // The explorer is off in this router: its pages are not served.
+    let (s, b) = call(&fx.app, Method::GET, "/", vec![]).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
 
     // Builders and health.
     let (s, body) = call(&fx.app, Method::GET, "/v1/builders", vec![]).await;
@@ -676,6 +684,7 @@ async fn restart_keeps_everything(fx: Fx) {
     // De-duplication survives the restart.
     let app = router(AppState {
         log: log.clone(),
+        explorer: false,
         limits: Arc::new(Limits::default()),
     });
     let (s, body) = call(&app, Method::POST, "/v1/entries", submit_body(&envs[3..4])).await;

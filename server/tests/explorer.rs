@@ -90,6 +90,7 @@ async fn fixture(b: Backend) -> Option<Fx> {
 fn app_for(log: &Log) -> Router {
     router(AppState {
         log: log.clone(),
+        explorer: true,
         limits: Arc::new(Limits::default()),
     })
 }
