@@ -97,3 +97,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// SIGKILLs every process in process group `pgid` (a test's own group of background servers).
+/// Refuses group ids ≤ 1, which would mean "every process we may signal".
+pub fn kill_process_group(pgid: u32) {
+    if pgid <= 1 {
+        return;
+    }
+    if let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
