@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attest;
 mod hook;
 mod ingest;
 mod push;
@@ -37,6 +38,9 @@ enum Bench {
     /// Issue 4: warm narinfo latency and throughput against nginx, cold decision latency with
     /// three logs, and real Nix substituting a closure through the proxy versus directly.
     Substituter(substituter::SubstituterArgs),
+    /// Issue 5: TPM quote time per entry with swtpm (median/p90) and verification time
+    /// (needs `--features tpm`).
+    Attest(attest::AttestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +50,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Hook(a) => hook::run(&a),
         Bench::Push(a) => push::run(&a),
         Bench::Substituter(args) => substituter::run(&args),
+        Bench::Attest(a) => attest::run(&a),
     }
 }

@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/builders", get(get_builders))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_healthz))
+        .merge(crate::registrar::router(&state))
         .route_layer(middleware::from_fn_with_state(metrics.clone(), track))
         .fallback(fallback)
         .with_state(state)

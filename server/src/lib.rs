@@ -3,6 +3,7 @@
 //! - [`store`]: the storage contract over SQLite and PostgreSQL.
 //! - [`log`]: sequencer, integrator and the in-memory tree.
 //! - [`api`]: the HTTP API (a pure `router(state)`), [`error`]: what clients see of errors.
+//! - [`registrar`]: TPM enrollment (`/v1/attest/*`): the log as registrar.
 //! - [`serve`]: runs the router on an already-bound listener until a shutdown signal.
 
 pub mod api;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod metrics;
+pub mod registrar;
 pub mod store;
 pub mod witness;
 
