@@ -50,16 +50,13 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     use provenix_core::entry::{Entry, NixBuild, Output};
     use provenix_core::nix::{NarHash, NixSecretKey};
     use provenix_core::tpm::{
-        verify_entry_quote, AkTrust, EkRoots, Name, TpmtPublic, QuotePolicy, TPM_RH_ENDORSEMENT,
+        verify_entry_quote, AkTrust, EkRoots, Name, QuotePolicy, TpmtPublic, TPM_RH_ENDORSEMENT,
     };
     use provenix_e2e::swtpm::Swtpm;
 
     use crate::stats::{ms, Samples};
 
-    anyhow::ensure!(
-        (1..=24).contains(&a.pcrs),
-        "--pcrs must be 1..=24"
-    );
+    anyhow::ensure!((1..=24).contains(&a.pcrs), "--pcrs must be 1..=24");
     let swtpm = Swtpm::start();
     let t = Instant::now();
     let mut tpm = Tpm::open(&swtpm.tcti())?;
@@ -134,7 +131,12 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     let q = Samples::new(quote_times);
     let v = Samples::new(verify_times);
     println!("provenix-bench attest: swtpm 0.7.1 (libtpms), tss-esapi 7.7 over libtss2, {} quotes of SHA-256 PCRs 0-{}", a.quotes, a.pcrs - 1);
-    println!("  one-time: open TPM + create EK {}, create + load AK {}, EK chain check {}", ms(open), ms(create_ak), ms(ek_chain));
+    println!(
+        "  one-time: open TPM + create EK {}, create + load AK {}, EK chain check {}",
+        ms(open),
+        ms(create_ak),
+        ms(ek_chain)
+    );
     println!(
         "  quote per entry (PCR read + TPM2_Quote + digest check): median {}, p90 {}, max {} ({:.0} entries/s through one TPM)",
         ms(q.median()),

@@ -535,7 +535,10 @@ impl Pusher {
                         self.cfg.push.retry_max(),
                         self.store_failures,
                     );
-                tracing::warn!(attempt = self.store_failures, "cannot quote with the TPM: {e:#}");
+                tracing::warn!(
+                    attempt = self.store_failures,
+                    "cannot quote with the TPM: {e:#}"
+                );
                 return Ok(true);
             }
             let mut pending = Vec::with_capacity(new_records.len());

@@ -122,6 +122,11 @@ fn valid_name(name: &str) -> bool {
     signed_note::is_key_name_valid(name)
 }
 
+/// Whether `name` is a valid log (note key) name: a checkpoint origin.
+pub fn is_valid_log_name(name: &str) -> bool {
+    valid_name(name)
+}
+
 /// The log's signing key. `Debug` never shows the secret.
 #[derive(Clone)]
 pub struct LogSigner {
@@ -265,9 +270,10 @@ impl std::str::FromStr for LogVerifier {
         use base64::Engine as _;
         let v = StandardVerifier::new(s).map_err(|_| CheckpointError::BadVerifierKey)?;
         // `name+hexid+base64(0x01 ‖ public key)`; StandardVerifier accepted the shape.
+        // Names and ids contain no `+`; base64 may.
         let raw = s
-            .rsplit('+')
-            .next()
+            .splitn(3, '+')
+            .nth(2)
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
             .ok_or(CheckpointError::BadVerifierKey)?;
         let public = match raw.as_slice() {

@@ -415,7 +415,7 @@ impl EnrollmentRecord {
         let [sig] = envelope.signatures.as_slice() else {
             return Err(malformed("envelope must carry exactly one signature"));
         };
-        if !is_valid_key_name(&sig.keyid) || sig.sig.len() != 64 {
+        if !crate::checkpoint::is_valid_log_name(&sig.keyid) || sig.sig.len() != 64 {
             return Err(malformed("signature keyid or length"));
         }
         if envelope.payload_type != ENROLLMENT_PAYLOAD_TYPE {
@@ -617,7 +617,9 @@ pub fn check_binding_parts(
         return Err(EnrollmentError::BuilderSignature);
     }
     if binding.ak_public != ak_public.marshal() {
-        return Err(malformed("the binding quote is not by the AK being enrolled"));
+        return Err(malformed(
+            "the binding quote is not by the AK being enrolled",
+        ));
     }
     // The binding quote proves the AK signed the binding; its PCRs describe the boot at
     // enrollment and are not judged here (entries' quotes are). Its selection is its own.

@@ -30,9 +30,9 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use provenix_core::enrollment::{
-    check_binding_parts, Activation, ChallengeRequest, ChallengeResponse,
-    DecodedChallengeRequest, EnrollRequest, EnrollResponse, EnrollmentPayload, EnrollmentRecord,
-    ACTIVATION_METHOD, ENROLLMENT_TYPE, NONCE_BYTES,
+    check_binding_parts, Activation, ChallengeRequest, ChallengeResponse, DecodedChallengeRequest,
+    EnrollRequest, EnrollResponse, EnrollmentPayload, EnrollmentRecord, ACTIVATION_METHOD,
+    ENROLLMENT_TYPE, NONCE_BYTES,
 };
 use provenix_core::entry::LookupKey;
 use provenix_core::tpm::{make_credential, QuoteBundle};
@@ -116,7 +116,10 @@ async fn challenge(
     let key = reg.log.builder_key(&decoded.builder).ok_or_else(|| {
         AppError::bad(
             "unknown_builder",
-            format!("builder {:?} is not on this log's allow-list", decoded.builder),
+            format!(
+                "builder {:?} is not on this log's allow-list",
+                decoded.builder
+            ),
         )
     })?;
     decoded.check(&key).map_err(enrollment_error)?;
@@ -224,7 +227,11 @@ async fn enroll(
         builder: r.builder.clone(),
         builder_key: key.to_string(),
         ek_certificate: STANDARD.encode(&r.ek_certificate),
-        ek_intermediates: r.ek_intermediates.iter().map(|c| STANDARD.encode(c)).collect(),
+        ek_intermediates: r
+            .ek_intermediates
+            .iter()
+            .map(|c| STANDARD.encode(c))
+            .collect(),
         ek_public: STANDARD.encode(&r.ek_public_bytes),
         ak_public: STANDARD.encode(&r.ak_public_bytes),
         ak_name: r.ak_public.name().to_string(),

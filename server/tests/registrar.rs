@@ -14,10 +14,11 @@ use http_body_util::BodyExt as _;
 use provenix_core::api::{ErrorResponse, SubmitResponse, SubmitResult};
 use provenix_core::checkpoint::LogSigner;
 use provenix_core::enrollment::{
-    challenge_request_message, ChallengeRequest, DecodedChallengeRequest, EnrollRequest,
-    EnrollmentPayload, EnrollmentRecord, Activation, ACTIVATION_METHOD, ENROLLMENT_TYPE,
+    challenge_request_message, Activation, ChallengeRequest, DecodedChallengeRequest,
+    EnrollRequest, EnrollmentPayload, EnrollmentRecord, ACTIVATION_METHOD, ENROLLMENT_PAYLOAD_TYPE,
+    ENROLLMENT_TYPE,
 };
-use provenix_core::entry::ResourceDescriptor;
+use provenix_core::entry::{pae, DsseSignature, Envelope, ResourceDescriptor};
 use provenix_core::nix::NixSecretKey;
 use provenix_core::tpm::{
     EccCurve, HashAlg, ObjectAttributes, PublicKey, Scheme, SymDef, TpmtPublic,
@@ -72,7 +73,12 @@ async fn post(app: &Router, uri: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
     let status = resp.status();
     (
         status,
-        resp.into_body().collect().await.unwrap().to_bytes().to_vec(),
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
     )
 }
 
@@ -159,7 +165,10 @@ fn challenge_body(key: &NixSecretKey, builder: &str, ek_cert: &[u8]) -> Vec<u8> 
 async fn challenge_refusals_have_their_codes() {
     let fx = fixture().await;
     let (s, b) = post(&fx.app, "/v1/attest/challenge", b"{\"builder\":1}".to_vec()).await;
-    assert_eq!((s, code(&b).as_str()), (StatusCode::BAD_REQUEST, "malformed"));
+    assert_eq!(
+        (s, code(&b).as_str()),
+        (StatusCode::BAD_REQUEST, "malformed")
+    );
 
     // A builder the log does not allow.
     let stranger = gen::builder_key("stranger");
@@ -254,16 +263,36 @@ async fn enrollment_records_cannot_be_submitted_as_entries() {
         },
     };
     let rec = EnrollmentRecord::sign(payload, &fx.signer).unwrap();
+    // The same payload signed by an allow-listed builder, with the enrollment payload type.
+    let by_alpha = Envelope {
+        payload: rec.envelope().payload.clone(),
+        payload_type: ENROLLMENT_PAYLOAD_TYPE.into(),
+        signatures: vec![DsseSignature {
+            keyid: "alpha".into(),
+            sig: fx
+                .alpha
+                .sign(&pae(ENROLLMENT_PAYLOAD_TYPE, &rec.envelope().payload))
+                .to_vec(),
+        }],
+    };
     let mut body = b"{\"entries\":[".to_vec();
     body.extend_from_slice(rec.leaf_bytes());
+    body.push(b',');
+    body.extend_from_slice(&by_alpha.canonical_json());
     body.extend_from_slice(b"]}");
     let (s, b) = post(&fx.app, "/v1/entries", body).await;
     assert_eq!(s, StatusCode::OK);
     let resp: SubmitResponse = serde_json::from_slice(&b).unwrap();
-    match &resp.results[0] {
+    assert_eq!(resp.results.len(), 2);
+    for (i, r) in resp.results.iter().enumerate() {
+        match r {
+            SubmitResult::Rejected { error } => assert_eq!(error.code, "malformed", "{i}"),
+            other => panic!("{i} accepted: {other:?}"),
+        }
+    }
+    match &resp.results[1] {
         SubmitResult::Rejected { error } => {
-            assert_eq!(error.code, "malformed");
-            assert!(error.message.contains("payloadType"), "{}", error.message);
+            assert!(error.message.contains("payloadType"), "{}", error.message)
         }
         other => panic!("accepted: {other:?}"),
     }

@@ -145,19 +145,48 @@ fn checkquote(dir: &Path, bundle: &QuoteBundle, nonce: &[u8]) -> Output {
     // The AK as tpm2-tools' TSS public file (TPM2B_PUBLIC).
     let ak = TpmtPublic::parse(&bundle.ak_public).unwrap();
     std::fs::write(dir.join("ak.pub"), ak.marshal_tpm2b()).unwrap();
-    // PCR values in selection order, with the selection given by -l.
+    // The PCR file as `tpm2_quote -o` writes it (the `-l` + raw values form is broken in
+    // tpm2-tools 5.4 for 24 PCRs): C structs dumped in host order (little-endian here) —
+    // TPML_PCR_SELECTION (count, 16 × {hash u16, sizeofSelect u8, pcrSelect[4], pad}), the
+    // number of TPML_DIGESTs (u32), then TPML_DIGESTs of at most 8 values (count u32, 8 ×
+    // {size u16, buffer[64]}).
     let attest = Attest::parse(&bundle.attest).unwrap();
-    let mut values = Vec::new();
-    for b in &attest.quote.pcr_select.banks {
+    let mut file = Vec::new();
+    let banks = &attest.quote.pcr_select.banks;
+    file.extend_from_slice(&(banks.len() as u32).to_le_bytes());
+    for i in 0..16 {
+        let mut sel = [0u8; 8];
+        if let Some(b) = banks.get(i) {
+            sel[..2].copy_from_slice(&b.hash.id().to_le_bytes());
+            sel[2] = b.size_of_select;
+            sel[3..7].copy_from_slice(&(b.mask as u32).to_le_bytes());
+        }
+        file.extend_from_slice(&sel);
+    }
+    let mut values: Vec<&[u8]> = Vec::new();
+    for b in banks {
         for i in b.indices() {
-            values.extend_from_slice(bundle.pcrs.get(b.hash, i).unwrap());
+            values.push(bundle.pcrs.get(b.hash, i).unwrap());
         }
     }
-    std::fs::write(dir.join("pcrs.bin"), values).unwrap();
+    let chunks: Vec<&[&[u8]]> = values.chunks(8).collect();
+    file.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    for chunk in chunks {
+        file.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        for j in 0..8 {
+            let mut d = [0u8; 66];
+            if let Some(v) = chunk.get(j) {
+                d[..2].copy_from_slice(&(v.len() as u16).to_le_bytes());
+                d[2..2 + v.len()].copy_from_slice(v);
+            }
+            file.extend_from_slice(&d);
+        }
+    }
+    std::fs::write(dir.join("pcrs.bin"), file).unwrap();
     Command::new("tpm2_checkquote")
         .current_dir(dir)
         .args(["-u", "ak.pub", "-m", "quote.msg", "-s", "quote.sig"])
-        .args(["-f", "pcrs.bin", "-l", "sha256:all"])
+        .args(["-f", "pcrs.bin"])
         .args(["-g", "sha256", "-q", &hex::encode(nonce)])
         .output()
         .unwrap()
@@ -202,7 +231,15 @@ fn attested_builds_verify_and_the_substituter_requires_attestation() {
     );
 
     add_builder(&log.data, &opts, &b.public_key);
-    let out = enroll();
+    // The running log re-reads its allow-list within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let out = loop {
+        let out = enroll();
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert!(out.status.success(), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let ak_name = stdout
@@ -211,7 +248,10 @@ fn attested_builds_verify_and_the_substituter_requires_attestation() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_owned();
-    assert!(ak_name.starts_with("000b") && ak_name.len() == 68, "{stdout}");
+    assert!(
+        ak_name.starts_with("000b") && ak_name.len() == 68,
+        "{stdout}"
+    );
     assert!(stdout.contains("enrolled with"), "{stdout}");
 
     // Builds, hook, push: every entry carries a quote.
@@ -241,7 +281,15 @@ fn attested_builds_verify_and_the_substituter_requires_attestation() {
     let root = tpm.state.root_pem().display().to_string();
     let good_table =
         format!("{{ ek-roots = [{root:?}], allow-unmeasured-boot = true, ak-name = {ak_name:?} }}");
-    let good = trust(dir, "good", &log, &b, &good_table, &upstream.url, &proxy_sec);
+    let good = trust(
+        dir,
+        "good",
+        &log,
+        &b,
+        &good_table,
+        &upstream.url,
+        &proxy_sec,
+    );
 
     // `provenix verify` with require-attestation: trusted.
     let out = verify(&good, &top);
@@ -271,13 +319,22 @@ fn attested_builds_verify_and_the_substituter_requires_attestation() {
         "{{ ek-roots = [{:?}], allow-unmeasured-boot = true }}",
         other.root_pem().display().to_string()
     );
-    let cfg = trust(dir, "other-root", &log, &b, &table, &upstream.url, &proxy_sec);
+    let cfg = trust(
+        dir,
+        "other-root",
+        &log,
+        &b,
+        &table,
+        &upstream.url,
+        &proxy_sec,
+    );
     let proxy = Proxy::start(&cfg);
     let d = decision(&proxy, &top);
     assert_eq!(d["verdict"]["status"], "not_trusted", "{d:#}");
     let f = attestation_failures(&d);
     assert!(
-        f.iter().any(|r| r.starts_with("not_enrolled") && r.contains("ek_untrusted")),
+        f.iter()
+            .any(|r| r.starts_with("not_enrolled") && r.contains("ek_untrusted")),
         "{f:?}"
     );
     let (s, _) = get(&format!("{}/{}.narinfo", proxy.url, top.hash()));
@@ -367,7 +424,10 @@ fn attested_builds_verify_and_the_substituter_requires_attestation() {
     let client_api = LogClient::new(&log.url, std::time::Duration::from_secs(10)).unwrap();
     let resp = rt().block_on(client_api.submit(&[env], true)).unwrap();
     assert!(
-        matches!(resp.results[0], provenix_core::api::SubmitResult::Accepted(_)),
+        matches!(
+            resp.results[0],
+            provenix_core::api::SubmitResult::Accepted(_)
+        ),
         "{:?}",
         resp.results
     );
@@ -376,7 +436,10 @@ fn attested_builds_verify_and_the_substituter_requires_attestation() {
     let d = decision(&proxy, &only);
     assert_eq!(d["verdict"]["status"], "not_trusted", "{d:#}");
     let f = attestation_failures(&d);
-    assert!(f.iter().any(|r| r.starts_with("extra_data_mismatch")), "{f:?}");
+    assert!(
+        f.iter().any(|r| r.starts_with("extra_data_mismatch")),
+        "{f:?}"
+    );
     let (s, _) = get(&format!("{}/{}.narinfo", proxy.url, only.hash()));
     assert_eq!(s, 404);
     // The genuine entries still pass under the same trust file.

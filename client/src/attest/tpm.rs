@@ -29,8 +29,8 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, EncryptedSecret, IdObject, PcrSelectionList, PcrSlot, Private, Public,
-    SignatureScheme, SymmetricDefinition,
+    Data, EncryptedSecret, IdObject, PcrSelectionList, PcrSlot, Private, Public, SignatureScheme,
+    SymmetricDefinition,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::{Marshall, UnMarshall};
@@ -57,8 +57,7 @@ impl AkFile {
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the AK file {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not an AK file", path.display()))
+        serde_json::from_str(&text).with_context(|| format!("{} is not an AK file", path.display()))
     }
 
     /// Writes it (mode 0600, atomically).
@@ -75,8 +74,7 @@ impl AkFile {
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
 
@@ -153,7 +151,8 @@ impl Tpm {
     /// RSA-2048 template (the key swtpm and TPM vendors certify at NV `0x01c00002`).
     pub fn open(tcti: &str) -> anyhow::Result<Self> {
         let conf = TctiNameConf::from_str(tcti).with_context(|| format!("TCTI {tcti:?}"))?;
-        let mut ctx = Context::new(conf).with_context(|| format!("cannot open the TPM at {tcti}"))?;
+        let mut ctx =
+            Context::new(conf).with_context(|| format!("cannot open the TPM at {tcti}"))?;
         let ek = create_ek_object_2(&mut ctx, ek_selection(), None)
             .context("cannot create the EK (RSA-2048 template)")?;
         Ok(Self { ctx, ek, ak: None })
@@ -226,10 +225,10 @@ impl Tpm {
             .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |c| {
                 c.activate_credential(ak, self.ek, blob, secret)
             });
-        let _ = self
-            .ctx
-            .flush_context(SessionHandle::from(session).into());
-        Ok(r.context("TPM2_ActivateCredential failed")?.value().to_vec())
+        let _ = self.ctx.flush_context(SessionHandle::from(session).into());
+        Ok(r.context("TPM2_ActivateCredential failed")?
+            .value()
+            .to_vec())
     }
 
     /// A quote by the loaded AK of `pcrs` (SHA-256 bank) with qualifying data `extra`, with

@@ -31,8 +31,7 @@ use provenix_core::merkle::{self, Hash};
 use provenix_core::nix::NixPublicKey;
 use provenix_core::policy::{Attestation, BuilderConfig, TrustConfig};
 use provenix_core::tpm::{
-    verify_entry_quote, EkRoots, HashAlg, Name, PcrAllowList, QuoteBundle, QuotePolicy,
-    TpmtPublic,
+    verify_entry_quote, EkRoots, HashAlg, Name, PcrAllowList, QuoteBundle, QuotePolicy, TpmtPublic,
 };
 
 use super::state::ConsistencyError;
@@ -47,7 +46,10 @@ pub const RETRY: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub enum Fetched {
     /// Included in the log's verified, consistent checkpoint (not otherwise checked yet).
-    Record { index: u64, record: Box<EnrollmentRecord> },
+    Record {
+        index: u64,
+        record: Box<EnrollmentRecord>,
+    },
     /// Unusable: why.
     Bad { index: u64, reason: String },
 }
@@ -112,7 +114,10 @@ impl TpmAttestationVerifier {
             let mut roots = EkRoots::default();
             for path in &t.ek_roots {
                 let pem = std::fs::read_to_string(path).map_err(|e| {
-                    format!("builder {:?}: cannot read ek-roots file {path}: {e}", b.name)
+                    format!(
+                        "builder {:?}: cannot read ek-roots file {path}: {e}",
+                        b.name
+                    )
                 })?;
                 roots
                     .add_pem(&pem)
@@ -174,7 +179,9 @@ impl AttestationVerifier for TpmAttestationVerifier {
         };
         let ak = match TpmtPublic::parse(&bundle.ak_public) {
             Ok(p) => p.name(),
-            Err(e) => return Attestation::Failed(format!("ak_public_malformed: AK public area: {e}")),
+            Err(e) => {
+                return Attestation::Failed(format!("ak_public_malformed: AK public area: {e}"))
+            }
         };
         let trust = {
             let Ok(st) = self.state.read() else {
@@ -364,7 +371,10 @@ impl Quorum {
                     .await
                     .map_err(|e| e.to_string())?;
                 if r.from != from || r.to != to {
-                    return Err(format!("asked for {from} → {to}, got {} → {}", r.from, r.to));
+                    return Err(format!(
+                        "asked for {from} → {to}, got {} → {}",
+                        r.from, r.to
+                    ));
                 }
                 Ok(r.proof)
             })

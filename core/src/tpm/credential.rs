@@ -175,9 +175,7 @@ pub fn make_credential(
         return Err(CredentialError::NotStorageKey);
     }
     let sym = symmetric.ok_or(CredentialError::UnsupportedSymmetric)?;
-    if sym.algorithm != TPM_ALG_AES
-        || sym.mode != TPM_ALG_CFB
-        || !matches!(sym.key_bits, 128 | 256)
+    if sym.algorithm != TPM_ALG_AES || sym.mode != TPM_ALG_CFB || !matches!(sym.key_bits, 128 | 256)
     {
         return Err(CredentialError::UnsupportedSymmetric);
     }
@@ -189,11 +187,8 @@ pub fn make_credential(
         });
     }
     let e = if *exponent == 0 { 65_537 } else { *exponent };
-    let key = rsa::RsaPublicKey::new(
-        rsa::BigUint::from_bytes_be(modulus),
-        rsa::BigUint::from(e),
-    )
-    .map_err(|err| CredentialError::Rsa(err.to_string()))?;
+    let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(modulus), rsa::BigUint::from(e))
+        .map_err(|err| CredentialError::Rsa(err.to_string()))?;
 
     let mut seed = vec![0u8; alg.size()];
     rng.fill_bytes(&mut seed);

@@ -39,8 +39,8 @@ pub use bundle::{
 };
 pub use credential::{kdfa, make_credential, CredentialError, MadeCredential};
 pub use ek::{
-    check_ek_certificate_key, parse_ek_certificate, pem_certificates, verify_ek_certificate, EkError, EkRoots, TpmDevice,
-    VerifiedEk, TCG_KP_EK_CERTIFICATE,
+    check_ek_certificate_key, parse_ek_certificate, pem_certificates, verify_ek_certificate,
+    EkError, EkRoots, TpmDevice, VerifiedEk, TCG_KP_EK_CERTIFICATE,
 };
 pub use eventlog::{Event, EventLog, EventLogError, EventLogFormat, MAX_EVENTS, MAX_EVENT_DATA};
 pub use pcr::{PcrBankSelection, PcrBanks, PcrSelection, PcrValuesError, MAX_PCR_INDEX};
