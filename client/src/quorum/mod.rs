@@ -44,6 +44,9 @@ use tokio::sync::Semaphore;
 use crate::logclient::{http_client, LogClient};
 use state::{ConsistencyError, LogState};
 
+/// Checked entries by (leaf hash, attestation generation).
+type VerifiedCache = Arc<Mutex<lru::LruCache<(Hash, u64), Arc<Judged>>>>;
+
 /// How many checked entries are remembered (by leaf hash).
 const VERIFIED_CACHE: usize = 65_536;
 
@@ -290,7 +293,7 @@ pub struct Quorum {
     attestation: Arc<dyn AttestationVerifier>,
     /// (Leaf hash, attestation generation) → what checking that entry found (builder keys
     /// never change in a Quorum).
-    verified: Arc<Mutex<lru::LruCache<(Hash, u64), Arc<Judged>>>>,
+    verified: VerifiedCache,
 }
 
 impl fmt::Debug for Quorum {
@@ -582,7 +585,7 @@ struct CheckCx {
     url: String,
     builders: HashMap<String, BuilderConfig>,
     attestation: Arc<dyn AttestationVerifier>,
-    verified: Arc<Mutex<lru::LruCache<(Hash, u64), Arc<Judged>>>>,
+    verified: VerifiedCache,
 }
 
 impl CheckCx {
