@@ -659,3 +659,166 @@ pub fn ek_roots_from_pems<'a>(pems: impl IntoIterator<Item = &'a str>) -> Result
 pub fn pem_ders(pem: &str) -> Result<Vec<Vec<u8>>, EnrollmentError> {
     pem_certificates(pem).map_err(malformed)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::nix::NixSecretKey;
+    use crate::tpm::{EccCurve, HashAlg, ObjectAttributes, PublicKey, Scheme};
+
+    fn ak() -> TpmtPublic {
+        TpmtPublic {
+            name_alg: HashAlg::Sha256,
+            attributes: ObjectAttributes(
+                ObjectAttributes::FIXED_TPM
+                    | ObjectAttributes::FIXED_PARENT
+                    | ObjectAttributes::SENSITIVE_DATA_ORIGIN
+                    | ObjectAttributes::USER_WITH_AUTH
+                    | ObjectAttributes::RESTRICTED
+                    | ObjectAttributes::SIGN,
+            ),
+            auth_policy: vec![],
+            key: PublicKey::Ecc {
+                symmetric: None,
+                scheme: Scheme::Ecdsa(HashAlg::Sha256),
+                curve: EccCurve::NIST_P256,
+                kdf: None,
+                x: vec![1; 32],
+                y: vec![2; 32],
+            },
+        }
+    }
+
+    fn payload(log: &LogSigner, key: &NixSecretKey) -> EnrollmentPayload {
+        let ak = ak();
+        EnrollmentPayload {
+            type_: ENROLLMENT_TYPE.into(),
+            log: log.name().into(),
+            builder: key.name().into(),
+            builder_key: key.public().to_string(),
+            ek_certificate: STANDARD.encode(b"cert"),
+            ek_intermediates: vec![],
+            ek_public: STANDARD.encode(ak.marshal()),
+            ak_public: STANDARD.encode(ak.marshal()),
+            ak_name: ak.name().to_string(),
+            nonce: "ab".repeat(32),
+            binding_quote: QuoteBundle {
+                attest: vec![1],
+                signature: vec![2],
+                ak_public: ak.marshal(),
+                pcrs: Default::default(),
+                event_log_sha256: None,
+            }
+            .to_descriptor(),
+            builder_signature: STANDARD.encode([0u8; 64]),
+            activation: Activation {
+                method: ACTIVATION_METHOD.into(),
+                challenge_id: "00".repeat(16),
+                challenged_on: "2026-01-01T00:00:00Z".into(),
+                activated_on: "2026-01-01T00:00:01Z".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn signed_records_round_trip_and_only_the_log_key_verifies_them() {
+        let log = LogSigner::generate("log.example/a").unwrap();
+        let key = NixSecretKey::from_seed("alpha", [1; 32]).unwrap();
+        let rec = EnrollmentRecord::sign(payload(&log, &key), &log).unwrap();
+        let back = EnrollmentRecord::parse(rec.leaf_bytes()).unwrap();
+        assert_eq!(back.leaf_hash(), rec.leaf_hash());
+        assert_eq!(back.builder(), "alpha");
+        assert_eq!(back.envelope().payload_type, ENROLLMENT_PAYLOAD_TYPE);
+        let v: LogVerifier = log.verifier_key().parse().unwrap();
+        back.verify_log_signature(&v).unwrap();
+        let other: LogVerifier = LogSigner::generate("log.example/a")
+            .unwrap()
+            .verifier_key()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            back.verify_log_signature(&other).unwrap_err().code(),
+            "enrollment_bad_log_signature"
+        );
+        // Checks that come before the binding: the builder key, then the pinned AK.
+        let roots = EkRoots::default();
+        let beta = NixSecretKey::from_seed("alpha", [2; 32]).unwrap();
+        assert_eq!(
+            back.verify(&v, &beta.public(), &roots, None, None)
+                .unwrap_err()
+                .code(),
+            "enrollment_other_builder_key"
+        );
+        let pin = Name(vec![0, 0x0b, 9, 9]);
+        assert_eq!(
+            back.verify(&v, &key.public(), &roots, None, Some(&pin))
+                .unwrap_err()
+                .code(),
+            "ak_not_pinned"
+        );
+        // Then the binding: this synthetic EK certificate is not one.
+        assert_eq!(
+            back.verify(&v, &key.public(), &roots, None, None)
+                .unwrap_err()
+                .code(),
+            "ek_key_mismatch"
+        );
+    }
+
+    #[test]
+    fn parse_is_strict() {
+        let log = LogSigner::generate("log.example").unwrap();
+        let key = NixSecretKey::from_seed("alpha", [1; 32]).unwrap();
+        let bad = |f: &dyn Fn(&mut EnrollmentPayload)| {
+            let mut p = payload(&log, &key);
+            f(&mut p);
+            EnrollmentRecord::sign(p, &log).unwrap_err().code()
+        };
+        assert_eq!(bad(&|p| p.type_ = "x".into()), "enrollment_malformed");
+        assert_eq!(bad(&|p| p.log = "other".into()), "enrollment_malformed");
+        assert_eq!(
+            bad(&|p| p.ak_name = "000b00".into()),
+            "enrollment_malformed"
+        );
+        assert_eq!(bad(&|p| p.nonce = "AB".repeat(32)), "enrollment_malformed");
+        assert_eq!(
+            bad(&|p| p.activation.method = "trust me".into()),
+            "enrollment_malformed"
+        );
+        assert_eq!(bad(&|p| p.builder = "beta".into()), "enrollment_malformed");
+        // Unknown fields in the payload.
+        let rec = EnrollmentRecord::sign(payload(&log, &key), &log).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&rec.envelope().payload).unwrap();
+        v["extra"] = serde_json::json!(1);
+        let env = Envelope {
+            payload: serde_json::to_vec(&v).unwrap(),
+            ..rec.envelope().clone()
+        };
+        assert_eq!(
+            EnrollmentRecord::from_envelope(env).unwrap_err().code(),
+            "enrollment_malformed"
+        );
+        // A provenance payload type is not an enrollment.
+        let env = Envelope {
+            payload_type: crate::entry::PAYLOAD_TYPE.into(),
+            ..rec.envelope().clone()
+        };
+        assert!(EnrollmentRecord::from_envelope(env).is_err());
+    }
+
+    #[test]
+    fn binding_digests_commit_to_key_and_nonce() {
+        let a = NixSecretKey::from_seed("alpha", [1; 32]).unwrap().public();
+        let b = NixSecretKey::from_seed("alpha", [2; 32]).unwrap().public();
+        let d = binding_digest(&a, &[0; 32]);
+        assert_ne!(d, binding_digest(&b, &[0; 32]));
+        assert_ne!(d, binding_digest(&a, &[1; 32]));
+        let n = Name(vec![0, 0x0b, 1]);
+        let m = Name(vec![0, 0x0b, 2]);
+        assert_ne!(
+            builder_binding_message("alpha", &n, &m, &[0; 32]),
+            builder_binding_message("alpha", &m, &n, &[0; 32])
+        );
+    }
+}
