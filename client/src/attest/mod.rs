@@ -5,7 +5,7 @@
 //! it with every log of the builder: the log challenges the EK for the AK's Name
 //! (`TPM2_MakeCredential`), the TPM answers (`TPM2_ActivateCredential`), the builder binds its
 //! Ed25519 key to the AK both ways, and the log appends an enrollment record to itself. After
-//! that, `provenix push` adds a quote by this AK to every entry ([`Quoter`]).
+//! that, `provenix push` adds a quote by this AK to every entry (`Quoter`, with the feature).
 //!
 //! The TPM parts need the `tpm` cargo feature (tss-esapi, libtss2); without it these commands
 //! explain that and fail.

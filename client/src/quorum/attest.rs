@@ -16,7 +16,7 @@
 //! 0-23, golden `pcrs`, `allow-unmeasured-boot`), with `qualifiedSigner` checked against the
 //! enrolled EK. Finally, per AK, the TPM clock (resetCount, restartCount, clock) must not go
 //! backwards as the entries' counters go up (checked among the entries seen so far). Every
-//! failure is reported as `code: message`, the code being [`QuoteError::code`] or one of
+//! failure is reported as `code: message`, the code being [`provenix_core::tpm::QuoteError::code`] or one of
 //! `tpm_quote_malformed`, `not_enrolled`, `clock_regression`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
