@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attest;
 mod explorer;
 mod hook;
 mod ingest;
@@ -40,6 +41,9 @@ enum Bench {
     Substituter(substituter::SubstituterArgs),
     /// The explorer on a large log (issue 9): indexer lag, p50/p99 render time of its pages.
     Explorer(explorer::ExplorerArgs),
+    /// Issue 5: TPM quote time per entry with swtpm (median/p90) and verification time
+    /// (needs `--features tpm`).
+    Attest(attest::AttestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Push(a) => push::run(&a),
         Bench::Substituter(args) => substituter::run(&args),
         Bench::Explorer(a) => explorer::run(a),
+        Bench::Attest(a) => attest::run(&a),
     }
 }

@@ -16,8 +16,12 @@
 //! timeout-secs = 30
 //! dedup-window = 1000000
 //!
-//! [tpm]                                         # optional; validated only for now
+//! [tpm]                                         # optional; needs the `tpm` feature
 //! tcti = "swtpm:host=127.0.0.1,port=2321"
+//! ak-file = "alpha.ak"                          # default: the key file's path + ".ak"
+//! ek-intermediates = "ek-intermediates.pem"     # optional: CA certificates between the EK
+//!                                               # certificate and its root, sent at enrollment
+//! pcrs = [0, 1, 2, …, 23]                       # SHA-256 PCRs to quote (default: 0-23)
 //! ```
 //!
 //! The file is trusted local configuration (written by the operator). Unknown fields are errors,
@@ -60,8 +64,8 @@ pub struct BuilderConfig {
     /// Tunables of `push`.
     #[serde(default)]
     pub push: PushTunables,
-    /// TPM 2.0 attestation of the builder (modelled and validated; the quote producer is not
-    /// part of this build yet).
+    /// TPM 2.0 attestation of the builder: `provenix attest enroll` enrolls its AK with every
+    /// log, `push` adds a `tpm2-quote` to every entry (the `tpm` feature).
     #[serde(default)]
     pub tpm: Option<TpmConfig>,
 }
@@ -145,6 +149,33 @@ impl PushTunables {
 pub struct TpmConfig {
     /// TSS2 TCTI string: `device:/dev/tpmrm0`, `swtpm:host=…,port=…`, `mssim:…`, `tabrmd:…`.
     pub tcti: String,
+    /// Where the AK's public area and TPM-wrapped private part are kept (made by `provenix
+    /// attest enroll`). Default: the key file's path with `.ak` appended.
+    #[serde(default)]
+    pub ak_file: Option<PathBuf>,
+    /// A PEM file of the CA certificates between the EK certificate and its root, presented
+    /// at enrollment (real TPMs: the vendor's intermediate CA).
+    #[serde(default)]
+    pub ek_intermediates: Option<PathBuf>,
+    /// The SHA-256 PCRs each quote covers (default 0-23, what verifiers require unless told
+    /// otherwise).
+    #[serde(default = "all_pcrs")]
+    pub pcrs: Vec<u8>,
+}
+
+fn all_pcrs() -> Vec<u8> {
+    (0..24).collect()
+}
+
+impl TpmConfig {
+    /// The AK file (resolved; see [`TpmConfig::ak_file`]).
+    pub fn ak_path(&self, key_file: &Path) -> PathBuf {
+        self.ak_file.clone().unwrap_or_else(|| {
+            let mut p = key_file.as_os_str().to_owned();
+            p.push(".ak");
+            PathBuf::from(p)
+        })
+    }
 }
 
 /// Why a builder config was refused.
@@ -210,6 +241,10 @@ impl BuilderConfig {
         if let Some(d) = &cfg.nix_bin_dir {
             cfg.nix_bin_dir = Some(base.join(d));
         }
+        if let Some(t) = &mut cfg.tpm {
+            t.ak_file = t.ak_file.as_ref().map(|p| base.join(p));
+            t.ek_intermediates = t.ek_intermediates.as_ref().map(|p| base.join(p));
+        }
         cfg.validate()
             .map_err(|message| BuilderConfigError::Invalid {
                 path: path.to_owned(),
@@ -267,6 +302,15 @@ impl BuilderConfig {
         }
         if let Some(t) = &self.tpm {
             validate_tcti(&t.tcti)?;
+            if t.pcrs.is_empty() || t.pcrs.iter().any(|i| *i > 23) {
+                return Err("tpm.pcrs: list PCR indices 0-23".into());
+            }
+            let mut sorted = t.pcrs.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != t.pcrs.len() {
+                return Err("tpm.pcrs lists a PCR twice".into());
+            }
         }
         Ok(())
     }
@@ -332,7 +376,13 @@ mod tests {
         assert_eq!(s.attribute.as_deref(), Some("hello"));
         assert_eq!(c.push.batch_size, 1000);
         assert_eq!(c.push.once_attempts, 5);
-        assert_eq!(c.tpm.unwrap().tcti, "swtpm:host=127.0.0.1,port=2321");
+        let t = c.tpm.unwrap();
+        assert_eq!(t.tcti, "swtpm:host=127.0.0.1,port=2321");
+        assert_eq!(t.pcrs, (0..24).collect::<Vec<u8>>());
+        assert_eq!(
+            t.ak_path(&c.key_file),
+            Path::new("/etc/provenix/alpha.sec.ak")
+        );
     }
 
     #[test]
@@ -373,6 +423,14 @@ mod tests {
             ),
             (&format!("{MIN}[tpm]\ntcti = \"usb:x\"\n"), "tpm.tcti"),
             (&format!("{MIN}[tpm]\n"), "missing field `tcti`"),
+            (
+                &format!("{MIN}[tpm]\ntcti = \"device:/dev/tpmrm0\"\npcrs = [24]\n"),
+                "tpm.pcrs",
+            ),
+            (
+                &format!("{MIN}[tpm]\ntcti = \"device:/dev/tpmrm0\"\npcrs = [1, 1]\n"),
+                "twice",
+            ),
             (
                 &format!("{MIN}source = {{ uri = \"x\", git-commit = \"abc\" }}\n"),
                 "git-commit",

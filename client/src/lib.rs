@@ -6,9 +6,11 @@
 //! - [`substituter`]: the quorum substituter Nix talks to.
 //! - [`verify`]: `provenix verify`, [`check_config`]: `provenix check-config`.
 //! - [`builder_config`]: the builder's `builder.toml`.
+//! - [`attest`]: `provenix attest` (TPM enrollment) and the quote producer `push` uses.
 //! - [`hook`], [`spool`], [`push`], [`nixstore`]: from a finished Nix build to entries in
 //!   every configured log.
 
+pub mod attest;
 pub mod builder_config;
 pub mod check_config;
 pub mod hook;

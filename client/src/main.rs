@@ -29,6 +29,9 @@ enum Command {
     Hook,
     /// Drain the spool: describe, sign and submit every recorded build to every log.
     Push(provenix::push::PushArgs),
+    /// TPM 2.0 attestation of this builder (needs the `tpm` feature).
+    #[command(subcommand)]
+    Attest(provenix::attest::AttestCommand),
     /// Run the quorum substituter Nix uses as its binary cache (`[substituter]` of trust.toml).
     Substituter(provenix::substituter::SubstituterArgs),
     /// Decide one store path and explain why. Exit 0 trusted, 1 not trusted, 2 could not decide.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Push(args) => provenix::push::run(&args),
+        Command::Attest(cmd) => provenix::attest::run(&cmd),
         Command::Substituter(args) => runtime()
             .and_then(|rt| rt.block_on(provenix::substituter::run(&args)))
             .map(|()| ExitCode::SUCCESS),

@@ -251,6 +251,9 @@ pub struct Pusher {
     rt: tokio::runtime::Runtime,
     report: PushReport,
     once: bool,
+    /// Quotes each entry's trace digest with the builder's TPM (`[tpm]`).
+    #[cfg(feature = "tpm")]
+    quoter: Option<crate::attest::Quoter>,
 }
 
 impl std::fmt::Debug for Pusher {
@@ -265,9 +268,17 @@ impl std::fmt::Debug for Pusher {
 impl Pusher {
     /// Opens (and locks) the spool, loads pending batches and the delivered index.
     pub fn new(cfg: BuilderConfig, key: NixSecretKey) -> anyhow::Result<Self> {
+        #[cfg(feature = "tpm")]
+        let quoter = cfg
+            .tpm
+            .as_ref()
+            .map(|t| crate::attest::Quoter::new(t, &cfg.key_file));
+        #[cfg(not(feature = "tpm"))]
         if cfg.tpm.is_some() {
-            tracing::warn!(
-                "[tpm] is configured but this build has no TPM quote producer yet: entries carry no tpm2-quote"
+            // A builder configured to attest must not push unattested entries.
+            anyhow::bail!(
+                "builder.toml has a [tpm] table but {}",
+                crate::attest::NO_TPM_FEATURE
             );
         }
         let spool = Spool::open(&cfg.spool)?;
@@ -303,6 +314,8 @@ impl Pusher {
             rt,
             report: PushReport::default(),
             once: false,
+            #[cfg(feature = "tpm")]
+            quoter,
         };
         let (batches, bad) = me.spool.pending()?;
         for msg in bad {
@@ -443,7 +456,7 @@ impl Pusher {
                 }
             }
         }
-        let mut new_records: Vec<(NixBuild, BuildFacts, String)> = Vec::new();
+        let mut new_records: Vec<(NixBuild, BuildFacts, String, RecordId)> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut transient: Option<String> = None;
         for (store, recs) in groups {
@@ -475,7 +488,7 @@ impl Pusher {
                             tracing::info!(drv = %facts.derivation, "same build result already recorded; dropping the repeated hook record");
                             self.report.duplicates_dropped += 1;
                         } else {
-                            new_records.push((build, facts, claim));
+                            new_records.push((build, facts, claim, item.id.clone()));
                         }
                         consumed.push(item.id);
                     }
@@ -506,11 +519,34 @@ impl Pusher {
         }
         if !new_records.is_empty() {
             let first = self.spool.reserve_counters(new_records.len() as u64)?;
+            for (i, (build, ..)) in new_records.iter_mut().enumerate() {
+                build.counter = Some(first + i as u64);
+            }
+            if let Err(e) = self.attest(&mut new_records) {
+                // The TPM is part of what a record needs: like an unavailable store, the hook
+                // records stay and are tried again (their reserved counters are skipped).
+                let ids: HashSet<&RecordId> = new_records.iter().map(|r| &r.3).collect();
+                consumed.retain(|id| !ids.contains(id));
+                self.spool.remove_incoming(&consumed)?;
+                self.store_failures += 1;
+                self.store_next_try = Instant::now()
+                    + backoff(
+                        self.cfg.push.retry_initial(),
+                        self.cfg.push.retry_max(),
+                        self.store_failures,
+                    );
+                tracing::warn!(
+                    attempt = self.store_failures,
+                    "cannot quote with the TPM: {e:#}"
+                );
+                return Ok(true);
+            }
             let mut pending = Vec::with_capacity(new_records.len());
             let mut recs = Vec::with_capacity(new_records.len());
-            for (i, (mut build, facts, claim)) in new_records.into_iter().enumerate() {
-                let counter = first + i as u64;
-                build.counter = Some(counter);
+            for (build, facts, claim, _) in new_records {
+                let Some(counter) = build.counter else {
+                    continue;
+                };
                 let Some(envelope) = sign_bounded(&build, &facts, &self.key) else {
                     let reason = format!(
                         "the entry for {} exceeds {MAX_LEAF_BYTES} bytes even with direct inputs only",
@@ -554,6 +590,32 @@ impl Pusher {
         // Only now that the entries are durable in pending/ do the hook records go.
         self.spool.remove_incoming(&consumed)?;
         Ok(full || transient.is_some())
+    }
+
+    /// Adds a `tpm2-quote` byproduct (qualifying data = the entry's trace digest, which the
+    /// byproduct does not change) to each build, when the builder attests.
+    #[cfg(feature = "tpm")]
+    fn attest(
+        &mut self,
+        records: &mut [(NixBuild, BuildFacts, String, RecordId)],
+    ) -> anyhow::Result<()> {
+        let Some(q) = self.quoter.as_mut() else {
+            return Ok(());
+        };
+        let digests: Vec<[u8; 32]> = records.iter().map(|r| r.0.trace_digest()).collect();
+        let quotes = q.quote_all(&digests)?;
+        for (r, quote) in records.iter_mut().zip(quotes) {
+            r.0.byproducts.push(quote.to_descriptor());
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "tpm"))]
+    fn attest(
+        &mut self,
+        _records: &mut [(NixBuild, BuildFacts, String, RecordId)],
+    ) -> anyhow::Result<()> {
+        Ok(())
     }
 
     fn set_aside_incoming(&mut self, item: &IncomingRecord, reason: &str) -> anyhow::Result<()> {

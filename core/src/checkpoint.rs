@@ -122,6 +122,11 @@ fn valid_name(name: &str) -> bool {
     signed_note::is_key_name_valid(name)
 }
 
+/// Whether `name` is a valid log (note key) name: a checkpoint origin.
+pub fn is_valid_log_name(name: &str) -> bool {
+    valid_name(name)
+}
+
 /// The log's signing key. `Debug` never shows the secret.
 #[derive(Clone)]
 pub struct LogSigner {
@@ -182,6 +187,20 @@ impl LogSigner {
         String::from_utf8(note.to_bytes()).map_err(|_| CheckpointError::MalformedNote)
     }
 
+    /// Signs an arbitrary message with the log's Ed25519 key (a detached signature, not a note).
+    /// Used for records the log writes itself (TPM enrollment records, DSSE over their PAE).
+    /// Domain separation from checkpoints: a signed note's text is newline-terminated lines
+    /// starting with the origin (a key name: no spaces), a DSSE PAE starts with `DSSEv1 ` and
+    /// the payloads signed this way are compact JSON without a newline, so neither can be
+    /// taken for the other.
+    pub fn sign_message(&self, msg: &[u8]) -> Result<[u8; 64], CheckpointError> {
+        use ed25519_dalek::Signer as _;
+        let seed = secret_seed(&self.secret)?;
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed)
+            .sign(msg)
+            .to_bytes())
+    }
+
     /// Signs a checkpoint for `size`/`root` under this log's origin.
     pub fn sign(&self, size: TreeSize, root: Hash) -> Result<SignedCheckpoint, CheckpointError> {
         let checkpoint = Checkpoint::new(self.name(), size, root);
@@ -190,7 +209,20 @@ impl LogSigner {
     }
 }
 
+fn secret_seed(skey: &str) -> Result<[u8; 32], CheckpointError> {
+    Ok(secret_parts(skey)?.1)
+}
+
 fn verifier_key_from_secret(skey: &str) -> Result<String, CheckpointError> {
+    let (name, seed) = secret_parts(skey)?;
+    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+    Ok(signed_note::new_ed25519_verifier_key(
+        name,
+        &sk.verifying_key(),
+    ))
+}
+
+fn secret_parts(skey: &str) -> Result<(&str, [u8; 32]), CheckpointError> {
     use base64::Engine as _;
     let mut parts = skey.splitn(5, '+');
     let (_, _, name, _, b64) = (
@@ -207,11 +239,7 @@ fn verifier_key_from_secret(skey: &str) -> Result<String, CheckpointError> {
         .get(1..)
         .and_then(|s| s.try_into().ok())
         .ok_or(CheckpointError::BadSecretKey)?;
-    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
-    Ok(signed_note::new_ed25519_verifier_key(
-        name,
-        &sk.verifying_key(),
-    ))
+    Ok((name, seed))
 }
 
 /// A log's public verifier key: checks notes it signed.
@@ -220,6 +248,7 @@ pub struct LogVerifier {
     key: String,
     name: String,
     key_id: u32,
+    public: ed25519_dalek::VerifyingKey,
 }
 
 impl fmt::Debug for LogVerifier {
@@ -238,11 +267,27 @@ impl std::str::FromStr for LogVerifier {
     type Err = CheckpointError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
+        use base64::Engine as _;
         let v = StandardVerifier::new(s).map_err(|_| CheckpointError::BadVerifierKey)?;
+        // `name+hexid+base64(0x01 ‖ public key)`; StandardVerifier accepted the shape.
+        // Names and ids contain no `+`; base64 may.
+        let raw = s
+            .splitn(3, '+')
+            .nth(2)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .ok_or(CheckpointError::BadVerifierKey)?;
+        let public = match raw.as_slice() {
+            [0x01, rest @ ..] => <[u8; 32]>::try_from(rest)
+                .ok()
+                .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+                .ok_or(CheckpointError::BadVerifierKey)?,
+            _ => return Err(CheckpointError::BadVerifierKey),
+        };
         Ok(Self {
             key: s.to_owned(),
             name: v.name().to_owned(),
             key_id: v.key_id(),
+            public,
         })
     }
 }
@@ -256,6 +301,15 @@ impl LogVerifier {
     /// The 4-byte key id.
     pub fn key_id(&self) -> u32 {
         self.key_id
+    }
+
+    /// Verifies a detached Ed25519 signature made with [`LogSigner::sign_message`] (strict
+    /// verification: no malleable or small-order signatures).
+    pub fn verify_message(&self, msg: &[u8], sig: &[u8]) -> bool {
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+            return false;
+        };
+        self.public.verify_strict(msg, &sig).is_ok()
     }
 
     /// Verifies a signed checkpoint note: a valid signature by this key, a well-formed checkpoint
@@ -314,6 +368,16 @@ mod tests {
         let again = LogSigner::from_secret(s.secret_string()).unwrap();
         assert_eq!(again.verifier_key(), s.verifier_key());
         assert!(!format!("{s:?}").contains(&s.secret_string()[20..]));
+        let sig = s.sign_message(b"DSSEv1 1 x 1 y").unwrap();
+        assert!(v.verify_message(b"DSSEv1 1 x 1 y", &sig));
+        assert!(!v.verify_message(b"DSSEv1 1 x 1 z", &sig));
+        assert!(!v.verify_message(b"DSSEv1 1 x 1 y", &sig[..63]));
+        let other: LogVerifier = LogSigner::generate("log.example")
+            .unwrap()
+            .verifier_key()
+            .parse()
+            .unwrap();
+        assert!(!other.verify_message(b"DSSEv1 1 x 1 y", &sig));
     }
 
     #[test]

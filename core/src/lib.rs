@@ -8,6 +8,7 @@
 //! - [`checkpoint`]: C2SP `tlog-checkpoint` in C2SP `signed-note`, log keys.
 //! - [`tile`]: C2SP `tlog-tiles` paths and entry bundles.
 //! - [`policy`]: `trust.toml`, the threshold language and the quorum decision for a store path.
+//! - [`enrollment`]: TPM enrollment records (the log as registrar; records the log writes).
 //! - [`tpm`]: TPM 2.0 quote verification (structures, EK certificates, event logs, the
 //!   `tpm2-quote` byproduct).
 //!
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod enrollment;
 pub mod entry;
 pub mod merkle;
 pub mod nix;

@@ -743,3 +743,104 @@ fn swtpm_forged_quote_from_unrestricted_key_is_refused() {
         QuoteError::BadSignature
     );
 }
+
+/// Activates a credential file with tpm2-tools: a policy session satisfying the EK's policy
+/// (PolicySecret on the endorsement hierarchy), then `tpm2_activatecredential`.
+fn activate(tpm: &Swtpm, cred_file: &str) -> Result<Vec<u8>, String> {
+    let _ = std::fs::remove_file(tpm.state.path("actcred.bin"));
+    check(
+        tpm.run(
+            "tpm2_startauthsession",
+            &["--policy-session", "-S", "session.ctx"],
+        ),
+        "tpm2_startauthsession",
+    );
+    check(
+        tpm.run("tpm2_policysecret", &["-S", "session.ctx", "-c", "e"]),
+        "tpm2_policysecret",
+    );
+    let out = tpm.run(
+        "tpm2_activatecredential",
+        &[
+            "-c",
+            "ak.ctx",
+            "-C",
+            "ek.ctx",
+            "-i",
+            cred_file,
+            "-o",
+            "actcred.bin",
+            "-P",
+            "session:session.ctx",
+        ],
+    );
+    check(
+        tpm.run("tpm2_flushcontext", &["session.ctx"]),
+        "tpm2_flushcontext session",
+    );
+    check(tpm.run("tpm2_flushcontext", &["-t"]), "tpm2_flushcontext");
+    if out.status.success() {
+        Ok(tpm.read("actcred.bin"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Our pure-Rust `TPM2_MakeCredential` against the real thing: swtpm's
+/// `TPM2_ActivateCredential` (through tpm2-tools) recovers the secret only with the AK it was
+/// made for; the file format is the one `tpm2_makecredential` writes.
+#[test]
+fn swtpm_activates_our_make_credential() {
+    if !tools_present() {
+        return;
+    }
+    let tpm = Swtpm::start();
+    let ek = rsa_ek(&tpm);
+    let ak = create_ak(&tpm, "ek.ctx", &ek, "ecc", "ecdsa");
+    let secret = digest("the registrar's secret");
+    let made = provenix_core::tpm::make_credential(
+        &ek.public,
+        &ak.public.name(),
+        &secret,
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    std::fs::write(tpm.state.path("cred.bin"), made.to_tpm2_tools_file()).unwrap();
+    assert_eq!(activate(&tpm, "cred.bin").unwrap(), secret);
+
+    // Our file layout is tpm2_makecredential's (made offline, `-T none`, for the same EK and
+    // Name): same header, same sizes (the contents are randomised by the seed).
+    check(
+        Command::new("tpm2_makecredential")
+            .current_dir(tpm.state.dir.path())
+            .args(["-T", "none", "-u", "ek.pub", "-s", "-", "-n"])
+            .arg(hex::encode(ak.public.name().as_bytes()))
+            .args(["-o", "theirs.bin"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().unwrap().write_all(&secret)?;
+                c.wait_with_output()
+            })
+            .unwrap(),
+        "tpm2_makecredential",
+    );
+    let theirs = tpm.read("theirs.bin");
+    let ours = made.to_tpm2_tools_file();
+    assert_eq!(theirs.len(), ours.len());
+    assert_eq!(theirs[..10], ours[..10], "header and ID object size");
+    assert_eq!(activate(&tpm, "theirs.bin").unwrap(), secret);
+
+    // Made for another Name (here the EK's), the TPM refuses: the AK is not that object.
+    let other = provenix_core::tpm::make_credential(
+        &ek.public,
+        &ek.public.name(),
+        &secret,
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    std::fs::write(tpm.state.path("other.bin"), other.to_tpm2_tools_file()).unwrap();
+    let err = activate(&tpm, "other.bin").unwrap_err();
+    assert!(err.contains("integrity") || err.contains("0x"), "{err}");
+}

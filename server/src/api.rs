@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         } else {
             Router::new()
         })
+        .merge(crate::registrar::router(&state))
         .route_layer(middleware::from_fn_with_state(metrics.clone(), track))
         .fallback(fallback)
         .with_state(state)

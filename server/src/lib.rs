@@ -4,6 +4,7 @@
 //! - [`log`]: sequencer, integrator and the in-memory tree.
 //! - [`api`]: the HTTP API (a pure `router(state)`), [`error`]: what clients see of errors.
 //! - [`explorer`]: the web explorer (pages and JSON views over a derived index).
+//! - [`registrar`]: TPM enrollment (`/v1/attest/*`): the log as registrar.
 //! - [`serve`]: runs the router on an already-bound listener until a shutdown signal.
 
 pub mod api;
@@ -13,6 +14,7 @@ pub mod explorer;
 mod json;
 pub mod log;
 pub mod metrics;
+pub mod registrar;
 pub mod store;
 pub mod witness;
 

@@ -20,6 +20,7 @@
 //! Only entries passing all four become [`Claim`]s. A log that does not answer in time is a
 //! [`LogFailureKind::Unreachable`]: its builders' votes are simply missing ("no").
 
+pub mod attest;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,6 +43,9 @@ use tokio::sync::Semaphore;
 
 use crate::logclient::{http_client, LogClient};
 use state::{ConsistencyError, LogState};
+
+/// Checked entries by (leaf hash, attestation generation).
+type VerifiedCache = Arc<Mutex<lru::LruCache<(Hash, u64), Arc<Judged>>>>;
 
 /// How many checked entries are remembered (by leaf hash).
 const VERIFIED_CACHE: usize = 65_536;
@@ -84,6 +88,19 @@ impl Default for QuorumOptions {
 pub trait AttestationVerifier: Send + Sync {
     /// The state of `entry`'s attestation for `builder` (whose signature already verified).
     fn verify(&self, builder: &BuilderConfig, entry: &Entry) -> Attestation;
+    /// Lookup keys (`builder:<name>`) whose records the verifier wants fetched from every log
+    /// before the next entries are checked; empty (the default) when it needs nothing now.
+    fn wanted_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// What `log` returned under `key`, each record's inclusion checked against a checkpoint
+    /// of that log that verified and is consistent with those seen before.
+    fn learn(&self, _log: &LogVerifier, _key: &str, _found: Vec<attest::Fetched>) {}
+    /// Changes whenever a verdict of [`AttestationVerifier::verify`] may change (new
+    /// enrollments): cached verdicts of another generation are recomputed.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// The verifier used until TPM quote verification is wired in: an entry without a quote is
@@ -261,6 +278,8 @@ pub enum QuorumError {
     State(#[from] state::StateError),
     #[error(transparent)]
     Client(#[from] crate::logclient::ClientError),
+    #[error("TPM attestation: {0}")]
+    Attestation(String),
 }
 
 /// The logs, builder keys and policy of one trust file, with the log consistency state.
@@ -272,8 +291,9 @@ pub struct Quorum {
     limiter: Arc<Semaphore>,
     timeout: Duration,
     attestation: Arc<dyn AttestationVerifier>,
-    /// Leaf hash → what checking that entry found (builder keys never change in a Quorum).
-    verified: Arc<Mutex<lru::LruCache<Hash, Arc<Judged>>>>,
+    /// (Leaf hash, attestation generation) → what checking that entry found (builder keys
+    /// never change in a Quorum).
+    verified: VerifiedCache,
 }
 
 impl fmt::Debug for Quorum {
@@ -315,6 +335,13 @@ impl Quorum {
                 })
             })
             .collect::<Result<Vec<_>, QuorumError>>()?;
+        let attestation: Arc<dyn AttestationVerifier> =
+            match attest::TpmAttestationVerifier::from_config(config)
+                .map_err(QuorumError::Attestation)?
+            {
+                Some(v) => Arc::new(v),
+                None => Arc::new(NoAttestationVerifier),
+            };
         Ok(Self {
             logs,
             builders: config
@@ -326,7 +353,7 @@ impl Quorum {
             state,
             limiter: Arc::new(Semaphore::new(opts.max_concurrent.max(1))),
             timeout: opts.log_timeout,
-            attestation: Arc::new(NoAttestationVerifier),
+            attestation,
             verified: Arc::new(Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(VERIFIED_CACHE).unwrap_or(NonZeroUsize::MIN),
             ))),
@@ -389,6 +416,7 @@ impl Quorum {
 
     /// Asks every log about `keys` (batched, concurrently) and checks every answer.
     pub async fn lookup(&self, keys: &[StorePathHash]) -> Lookup {
+        self.refresh_attestation().await;
         let mut uniq: Vec<StorePathHash> = keys.to_vec();
         uniq.sort();
         uniq.dedup();
@@ -557,7 +585,7 @@ struct CheckCx {
     url: String,
     builders: HashMap<String, BuilderConfig>,
     attestation: Arc<dyn AttestationVerifier>,
-    verified: Arc<Mutex<lru::LruCache<Hash, Arc<Judged>>>>,
+    verified: VerifiedCache,
 }
 
 impl CheckCx {
@@ -623,7 +651,7 @@ impl CheckCx {
                 .verified
                 .lock()
                 .ok()
-                .and_then(|mut c| c.get(&raw_hash).cloned());
+                .and_then(|mut c| c.get(&(raw_hash, self.attestation.generation())).cloned());
             if let Some(outcome) = cached {
                 return self.place(&outcome, e.index);
             }
@@ -649,9 +677,10 @@ impl CheckCx {
                 Rejection::InconsistentLog,
             );
         }
+        let generation = self.attestation.generation();
         let outcome = Arc::new(self.judge(&entry));
         if let Ok(mut c) = self.verified.lock() {
-            c.put(entry.leaf_hash(), outcome.clone());
+            c.put((entry.leaf_hash(), generation), outcome.clone());
         }
         self.place(&outcome, included.index)
     }

@@ -60,16 +60,28 @@ pub enum LookupKey {
     Path(StorePathHash),
     /// Content-addressed output: the realisation id `sha256:<hex>!<output>`.
     Realisation(String),
+    /// `builder:<key name>`: the TPM enrollment records the log wrote for that builder
+    /// ([`crate::enrollment`]). Provenance entries are never indexed under these keys.
+    Builder(String),
 }
+
+/// Prefix of [`LookupKey::Builder`] keys.
+pub const BUILDER_KEY_PREFIX: &str = "builder:";
 
 /// Why a lookup key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("lookup key must be a 32-character store path hash part or a realisation id sha256:<64 hex>!<output>")]
+#[error("lookup key must be a 32-character store path hash part, a realisation id sha256:<64 hex>!<output> or builder:<key name>")]
 pub struct BadLookupKey;
 
 impl FromStr for LookupKey {
     type Err = BadLookupKey;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(name) = s.strip_prefix(BUILDER_KEY_PREFIX) {
+            if !is_valid_key_name(name) {
+                return Err(BadLookupKey);
+            }
+            return Ok(LookupKey::Builder(name.to_owned()));
+        }
         if let Some(rest) = s.strip_prefix("sha256:") {
             let (hex, out) = rest.split_once('!').ok_or(BadLookupKey)?;
             NarHash::from_hex(hex).map_err(|_| BadLookupKey)?;
@@ -92,6 +104,7 @@ impl fmt::Display for LookupKey {
         match self {
             LookupKey::Path(h) => h.fmt(f),
             LookupKey::Realisation(id) => f.write_str(id),
+            LookupKey::Builder(name) => write!(f, "{BUILDER_KEY_PREFIX}{name}"),
         }
     }
 }
@@ -232,9 +245,13 @@ impl Entry {
             .map(|o| LookupKey::Path(o.path.hash()))
             .collect();
         for id in statement.drv_output_ids() {
-            let key = id.parse::<LookupKey>().map_err(|_| {
-                EntryError::Malformed(format!("drvOutputIds: {id:?} is not a realisation id"))
-            })?;
+            let key = id
+                .parse::<LookupKey>()
+                .ok()
+                .filter(|k| matches!(k, LookupKey::Realisation(_)))
+                .ok_or_else(|| {
+                    EntryError::Malformed(format!("drvOutputIds: {id:?} is not a realisation id"))
+                })?;
             keys.push(key);
         }
         keys.sort();

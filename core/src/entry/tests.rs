@@ -140,9 +140,31 @@ fn realisation_ids_become_keys() {
     let e = Entry::parse(&b.sign(&key).canonical_json()).unwrap();
     assert!(e.keys().contains(&id.parse().unwrap()));
     assert_eq!(e.keys().len(), 2);
-    for bad in ["sha256:zz!out", "sha256:abc", "md5:x!out", ""] {
+    for bad in [
+        "sha256:zz!out",
+        "sha256:abc",
+        "md5:x!out",
+        "",
+        "builder:",
+        "builder:a b",
+    ] {
         assert!(bad.parse::<LookupKey>().is_err(), "{bad}");
     }
+    assert_eq!(
+        "builder:alpha".parse::<LookupKey>().unwrap(),
+        LookupKey::Builder("alpha".into())
+    );
+    assert_eq!(
+        LookupKey::Builder("alpha".into()).to_string(),
+        "builder:alpha"
+    );
+    // A builder cannot get its provenance entry indexed under a builder key.
+    let mut b = sample_build("alpha");
+    b.drv_output_ids = vec!["builder:alpha".into()];
+    assert!(matches!(
+        Entry::parse(&b.sign(&key).canonical_json()),
+        Err(EntryError::Malformed(m)) if m.contains("not a realisation id")
+    ));
 }
 
 #[test]

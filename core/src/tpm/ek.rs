@@ -475,6 +475,17 @@ fn device_info(cert: &Certificate) -> Result<Option<TpmDevice>, EkError> {
     Ok(found.then_some(dev))
 }
 
+/// Checks, without a chain, that `ek_cert_der` certifies the key of `ek` and that `ek` has an
+/// EK's attributes (restricted decryption key, fixedTPM, fixedParent, sensitiveDataOrigin).
+/// What a registrar checks before it challenges the EK with [`super::make_credential`]: the
+/// challenge must go to the certified key. Whether the certificate is trustworthy is the
+/// verifiers' question ([`verify_ek_certificate`] with their roots).
+pub fn check_ek_certificate_key(ek_cert_der: &[u8], ek: &TpmtPublic) -> Result<(), EkError> {
+    let leaf = parse_ek_certificate(ek_cert_der)?;
+    check_ek_attributes(ek)?;
+    check_key_matches(&leaf, ek)
+}
+
 /// Verifies an EK certificate (`ek_cert_der`, as read from NV; see [`parse_ek_certificate`])
 /// against trusted `roots`, through untrusted `intermediates` (DER), and that it certifies the
 /// EK whose public area is `ek` (untrusted input; the certificate authenticates it).

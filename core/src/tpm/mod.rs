@@ -10,6 +10,8 @@
 //! - [`verify_ek_certificate`]: EK certificate chain to trusted roots, TCG EKU, certified key =
 //!   EK public area.
 //! - [`EventLog`]: TCG firmware event logs (legacy SHA-1 and crypto-agile), replay to PCRs.
+//! - [`make_credential`]: `TPM2_MakeCredential` for an RSA EK (the registrar's challenge at
+//!   enrollment).
 //! - [`QuoteBundle`]: the `tpm2-quote` byproduct of an entry; [`verify_entry_quote`].
 //!
 //! Trust: everything that comes with an entry (bundle, AK public area, event log, EK
@@ -19,6 +21,7 @@
 mod alg;
 mod attest;
 mod bundle;
+mod credential;
 mod ek;
 mod eventlog;
 mod pcr;
@@ -34,9 +37,10 @@ pub use bundle::{
     verify_entry_quote, BundleError, EntryQuoteError, QuoteBundle, TPM_QUOTE_MEDIA_TYPE,
     TPM_QUOTE_VERSION,
 };
+pub use credential::{kdfa, make_credential, CredentialError, MadeCredential};
 pub use ek::{
-    parse_ek_certificate, pem_certificates, verify_ek_certificate, EkError, EkRoots, TpmDevice,
-    VerifiedEk, TCG_KP_EK_CERTIFICATE,
+    check_ek_certificate_key, parse_ek_certificate, pem_certificates, verify_ek_certificate,
+    EkError, EkRoots, TpmDevice, VerifiedEk, TCG_KP_EK_CERTIFICATE,
 };
 pub use eventlog::{Event, EventLog, EventLogError, EventLogFormat, MAX_EVENTS, MAX_EVENT_DATA};
 pub use pcr::{PcrBankSelection, PcrBanks, PcrSelection, PcrValuesError, MAX_PCR_INDEX};

@@ -112,7 +112,10 @@ fn parse_leaf(idx: u64, leaf: &[u8], logged_at: i64) -> Option<Parsed> {
     let entry = match Entry::parse(leaf) {
         Ok(e) => e,
         Err(e) => {
-            tracing::warn!(index = idx, error = %e, "explorer: leaf is not a provenance entry; skipped");
+            // TPM enrollment records are the log's own; they have no claims to index.
+            if provenix_core::enrollment::EnrollmentRecord::parse(leaf).is_err() {
+                tracing::warn!(index = idx, error = %e, "explorer: leaf is not a provenance entry; skipped");
+            }
             return None;
         }
     };
@@ -144,6 +147,8 @@ fn parse_leaf(idx: u64, leaf: &[u8], logged_at: i64) -> Option<Parsed> {
                         _ => None,
                     })
             }
+            // Enrollment records' key; provenance entries never carry one.
+            LookupKey::Builder(_) => None,
         };
         let Some(out) = out else { continue };
         claims.push(ClaimRow {
