@@ -60,6 +60,8 @@ struct Report {
     delay: Samples,
     overloaded: u64,
     server_cpu_ingest: f64,
+    server_cpu_lookup: f64,
+    client_cpu_lookup: f64,
     lookups: u64,
     lookup_secs: f64,
     lookup_lat: Samples,
@@ -322,11 +324,14 @@ async fn run_backend(
         }));
     }
     let lt0 = Instant::now();
+    let (scpu0, ccpu0) = (proc_cpu(pid), proc_cpu(std::process::id()));
     let mut lat = Vec::new();
     for t in tasks {
         lat.extend(t.await?);
     }
     let lookup_secs = lt0.elapsed().as_secs_f64();
+    let server_cpu_lookup = (proc_cpu(pid) - scpu0) / lookup_secs;
+    let client_cpu_lookup = (proc_cpu(std::process::id()) - ccpu0) / lookup_secs;
     let peak_rss = proc_status(pid, "VmHWM:");
     anyhow::ensure!(server.terminate(), "provenixd did not stop cleanly");
 
@@ -346,6 +351,8 @@ async fn run_backend(
         delay: Samples::new(delays),
         overloaded: overloaded.load(Ordering::Relaxed),
         server_cpu_ingest: cpu_ingest / ingest.as_secs_f64(),
+        server_cpu_lookup,
+        client_cpu_lookup,
         lookups: lat.len() as u64,
         lookup_secs,
         lookup_lat: Samples::new(lat),
@@ -385,6 +392,10 @@ fn print(r: &Report) {
         r.lookups as f64 / r.lookup_secs,
         ms(r.lookup_lat.median()),
         ms(r.lookup_lat.pct(99.0))
+    );
+    println!(
+        "lookup CPU        server {:.2} cores, load generator {:.2} cores (of 2)",
+        r.server_cpu_lookup, r.client_cpu_lookup
     );
     println!(
         "disk              {:.1} bytes/entry = {:.3} x the raw leaf bytes ({:.1} bytes/leaf)",
