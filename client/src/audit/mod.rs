@@ -667,6 +667,7 @@ impl LogAudit<'_> {
                 row.frontier = frontier.nodes().to_vec();
                 db::save_log(&mut tx, &row).await?;
                 tx.commit().await.map_err(DbError::from)?;
+                listed.sort_by_key(|f| f.index);
                 self.findings.extend(listed);
                 for (kind, n) in &self.listed {
                     if *n > MAX_LISTED {
