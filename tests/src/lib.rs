@@ -13,6 +13,7 @@ pub mod pg;
 pub mod server;
 pub mod service;
 pub mod substituter;
+pub mod witness;
 
 use std::path::PathBuf;
 

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use provenix::logclient::LogClient;
@@ -13,36 +12,10 @@ use provenix_core::merkle::Hash;
 use provenix_core::witness::{valid_cosignatures, AddCheckpoint, CosignerVerifier};
 use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
 use provenix_e2e::service::Service;
-use provenix_e2e::{bin, gen, runtime};
+use provenix_e2e::{gen, runtime};
 
 fn witness(dir: &std::path::Path, log_keys: &[&str]) -> (Service, CosignerVerifier) {
-    let (sec, public) = (dir.join("w.sec"), dir.join("w.pub"));
-    let out = Command::new(bin("provenix"))
-        .args(["witness", "keygen", "witness.example/w1", "--secret-file"])
-        .arg(&sec)
-        .arg("--public-file")
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let vkey: CosignerVerifier = std::fs::read_to_string(&public).unwrap().parse().unwrap();
-    let mut cfg = format!(
-        "key-file = {:?}\nlisten = \"127.0.0.1:0\"\nstate-dir = {:?}\n",
-        sec,
-        dir.join("wstate")
-    );
-    for k in log_keys {
-        cfg.push_str(&format!("[[log]]\nkey = {k:?}\n"));
-    }
-    std::fs::write(dir.join("witness.toml"), cfg).unwrap();
-    let mut c = Command::new(bin("provenix"));
-    c.args(["witness", "serve", "--config"])
-        .arg(dir.join("witness.toml"));
-    (Service::start(c), vkey)
+    provenix_e2e::witness::start(dir, log_keys)
 }
 
 fn log_with_witness(
@@ -351,7 +324,10 @@ fn a_substituter_requiring_a_witness_refuses_a_checkpoint_without_its_cosignatur
     let (s, body) = get(format!("{}/{}.narinfo", proxy.url, path.hash()));
     assert_eq!(s, 200, "{body}");
     assert!(
-        body.contains(&format!("NarHash: {}", gen::nar_hash(1).to_nix32_prefixed())),
+        body.contains(&format!(
+            "NarHash: {}",
+            gen::nar_hash(1).to_nix32_prefixed()
+        )),
         "{body}"
     );
     drop((proxy, lax, log, w));

@@ -177,8 +177,7 @@ async fn a_log_without_the_required_cosignatures_does_not_count() {
             vec![ProvedEntry {
                 index: 0,
                 leaf_hash: tree.leaf(0).unwrap(),
-                envelope: RawValue::from_string(String::from_utf8(leaf.clone()).unwrap())
-                    .unwrap(),
+                envelope: RawValue::from_string(String::from_utf8(leaf.clone()).unwrap()).unwrap(),
                 inclusion_proof: vec![],
             }],
         )]),
@@ -205,8 +204,7 @@ async fn a_log_without_the_required_cosignatures_does_not_count() {
             let config = TrustConfig::parse(&text).unwrap();
             let dir = tempfile::tempdir().unwrap();
             let state = Arc::new(
-                LogState::open(&dir.path().join("s.json"), &[config.logs[0].key.clone()])
-                    .unwrap(),
+                LogState::open(&dir.path().join("s.json"), &[config.logs[0].key.clone()]).unwrap(),
             );
             let q = Quorum::new(&config, &QuorumOptions::default(), state).unwrap();
             let (mut d, lookup) = q.decide(&[path()]).await;
