@@ -477,12 +477,16 @@ fn assemble(
         };
         if !d.is_trusted() {
             let why = reasons.last().cloned().unwrap_or_default();
+            let message = match d.verdict {
+                provenix_core::policy::Verdict::NotTrusted => why,
+                _ => format!("{}: {why}", d.verdict),
+            };
             weakest.push((
                 0,
                 Weakness {
                     kind: "not_trusted",
                     path: path.clone(),
-                    message: format!("{}: {why}", d.verdict),
+                    message,
                 },
             ));
         }
