@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod hook;
 mod ingest;
 mod push;
@@ -37,6 +38,8 @@ enum Bench {
     /// Issue 4: warm narinfo latency and throughput against nginx, cold decision latency with
     /// three logs, and real Nix substituting a closure through the proxy versus directly.
     Substituter(substituter::SubstituterArgs),
+    /// Issue 6: `provenix audit` throughput on a local log (full replay and incremental run).
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Hook(a) => hook::run(&a),
         Bench::Push(a) => push::run(&a),
         Bench::Substituter(args) => substituter::run(&args),
+        Bench::Audit(a) => audit::run(&a),
     }
 }

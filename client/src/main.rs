@@ -31,7 +31,8 @@ enum Command {
     Push(provenix::push::PushArgs),
     /// Run the quorum substituter Nix uses as its binary cache (`[substituter]` of trust.toml).
     Substituter(provenix::substituter::SubstituterArgs),
-    /// Decide one store path and explain why. Exit 0 trusted, 1 not trusted, 2 could not decide.
+    /// Decide one store path (or, with --closure, every path of its closure and every link
+    /// between them) and explain why. Exit 0 trusted, 1 not trusted, 2 could not decide.
     Verify(provenix::verify::VerifyArgs),
     /// Follow every log of a trust file: verify checkpoints, consistency, every new entry; report
     /// conflicting claims. Exit 0 clean, 1 conflicts or invalid entries, 2 could not reach a log

@@ -91,7 +91,7 @@ pub struct AuditArgs {
 }
 
 /// What a finding is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     /// The log misbehaved: a bad checkpoint signature, inconsistent or shrinking checkpoints,
@@ -437,7 +437,7 @@ struct LogAudit<'a> {
     report: LogReport,
     findings: Vec<Finding>,
     /// Findings made so far per kind (the output lists `MAX_LISTED` of each).
-    listed: HashMap<&'static str, usize>,
+    listed: HashMap<FindingKind, usize>,
     /// When this run started (RFC 3339), stored with its findings.
     run_at: String,
 }
@@ -455,7 +455,7 @@ impl LogAudit<'_> {
         message: String,
         claims: Vec<ClaimRef>,
     ) -> (Finding, bool) {
-        let n = self.listed.entry(kind.as_str()).or_insert(0);
+        let n = self.listed.entry(kind).or_insert(0);
         *n += 1;
         let f = Finding {
             kind,
@@ -671,15 +671,17 @@ impl LogAudit<'_> {
                 self.findings.extend(listed);
                 for (kind, n) in &self.listed {
                     if *n > MAX_LISTED {
+                        let kind = *kind;
                         self.findings.push(Finding {
-                            kind: FindingKind::Invalid,
+                            kind,
                             log: self.report.log.clone(),
                             url: self.log.url.clone(),
                             index: None,
                             key: None,
                             builders: Vec::new(),
                             message: format!(
-                                "{n} {kind} findings in all; the first {MAX_LISTED} are listed, every one is stored in {}",
+                                "{n} {} findings in all; the first {MAX_LISTED} are listed, every one is stored in {}",
+                                kind.as_str(),
                                 db.path().display()
                             ),
                             claims: Vec::new(),
@@ -704,8 +706,14 @@ impl LogAudit<'_> {
                             "the entries it serves for #{old}..#{} do not hash to the root of its signed checkpoint {new}",
                             new - 1
                         );
-                        if proof_ok == Some(false) {
-                            // Nothing shows the new tree extends the old one: look for a rewrite.
+                        // Without a verified proof, nothing shows the new tree extends the
+                        // old one: if entries audited before changed, it is a fork.
+                        let rewritten = proof_ok == Some(false)
+                            && self
+                                .divergence(&mut db.conn, row.id, old)
+                                .await
+                                .is_ok_and(|d| d.count > 0);
+                        if rewritten {
                             self.forked(db, &row, kept.as_ref(), &cp, msg, old).await?;
                         } else {
                             self.simple(FindingKind::Misbehaviour, msg);
