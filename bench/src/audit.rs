@@ -87,12 +87,20 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Ingests entries `from .. to` (seed = index), spread over the builders.
+/// Ingests `to - from` new entries, spread over the builders, and waits until a checkpoint
+/// covers them. Seeds start at a per-run base (the clock), so an interrupted earlier run that
+/// left some of them in a reused log cannot turn them into duplicates.
 async fn ingest(server: &Provenixd, args: &AuditArgs, from: u64, to: u64) -> anyhow::Result<()> {
     if to <= from {
         return Ok(());
     }
     let n = args.builders as u64;
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64
+        / 1000
+        * 1000;
+    let (from, to) = (base, base + (to - from));
     eprintln!("signing {} entries (not timed)", to - from);
     let keys: Vec<_> = (0..args.builders)
         .map(|c| gen::builder_key(&format!("bench-{c}")))
@@ -115,19 +123,26 @@ async fn ingest(server: &Provenixd, args: &AuditArgs, from: u64, to: u64) -> any
     eprintln!("ingesting {} entries", to - from);
     let t0 = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
+    let max_index = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for envs in per_client {
         let client = LogClient::new(&server.url, Duration::from_secs(120))?;
         let batch = args.batch;
-        let done = done.clone();
+        let (done, max_index) = (done.clone(), max_index.clone());
         tasks.push(tokio::spawn(async move {
             for b in envs.chunks(batch) {
                 loop {
                     match client.submit(b, false).await {
                         Ok(r) => {
                             for res in &r.results {
-                                if let SubmitResult::Rejected { error } = res {
-                                    panic!("rejected: {error:?}");
+                                match res {
+                                    SubmitResult::Rejected { error } => {
+                                        panic!("rejected: {error:?}")
+                                    }
+                                    SubmitResult::Accepted(a) => {
+                                        assert!(!a.duplicate, "a duplicate entry");
+                                        max_index.fetch_max(a.index, Ordering::Relaxed);
+                                    }
                                 }
                             }
                             done.fetch_add(b.len() as u64, Ordering::Relaxed);
@@ -145,7 +160,7 @@ async fn ingest(server: &Provenixd, args: &AuditArgs, from: u64, to: u64) -> any
     for t in tasks {
         t.await?;
     }
-    wait_size(server, to).await?;
+    wait_size(server, max_index.load(Ordering::Relaxed) + 1).await?;
     eprintln!(
         "ingested {} entries in {:.1} s",
         to - from,
@@ -184,7 +199,10 @@ fn audit(
         .arg(state)
         .arg("--fetch-ahead")
         .arg(fetch_ahead.to_string())
-        .env("PROVENIX_LOG", "warn")
+        .env(
+            "PROVENIX_LOG",
+            std::env::var("PROVENIX_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let pid = child.id();
@@ -247,8 +265,8 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<()> {
     let pid = server.child.id();
     // A reused log may hold more (the incremental entries of an earlier run): replay them all.
     let have = rt.block_on(size_of(&server))?;
-    let size = have.max(args.entries);
-    rt.block_on(ingest(&server, args, have, size))?;
+    rt.block_on(ingest(&server, args, have, have.max(args.entries)))?;
+    let size = rt.block_on(size_of(&server))?;
 
     let mut trust = format!(
         "[[log]]\nurl = {:?}\nkey = {:?}\n\n",

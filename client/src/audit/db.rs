@@ -239,7 +239,8 @@ impl AuditDb {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .pragma("cache_size", "-65536")
+            .pragma("cache_size", "-262144")
+            .pragma("mmap_size", "4294967296")
             .disable_statement_logging();
         let mut conn = opts.connect().await?;
         let version: i64 = sqlx::query_scalar("PRAGMA user_version")

@@ -443,8 +443,8 @@ struct LogAudit<'a> {
 }
 
 impl LogAudit<'_> {
-    /// A finding about this log; `None` once `MAX_LISTED` of its kind were listed (it is still
-    /// counted, and stored by the caller).
+    /// A finding about this log, and whether to list it: only the first `MAX_LISTED` of each
+    /// kind are (every one is counted, and stored by the caller).
     #[allow(clippy::too_many_arguments)]
     fn make(
         &mut self,
@@ -666,7 +666,12 @@ impl LogAudit<'_> {
                 row.size = new;
                 row.frontier = frontier.nodes().to_vec();
                 db::save_log(&mut tx, &row).await?;
+                let committing = Instant::now();
                 tx.commit().await.map_err(DbError::from)?;
+                tracing::debug!(
+                    secs = committing.elapsed().as_secs_f64(),
+                    "committed the audit state"
+                );
                 listed.sort_by_key(|f| f.index);
                 self.findings.extend(listed);
                 for (kind, n) in &self.listed {
@@ -799,11 +804,19 @@ impl LogAudit<'_> {
         let _abort = AbortOnDrop(producer);
 
         let mut progress = Progress::new(&self.report.log, new - old);
+        let started = Instant::now();
+        let (mut waited, mut in_db) = (Duration::ZERO, Duration::ZERO);
         let mut pending: Vec<Pending> = Vec::new();
         let mut pending_claims = 0usize;
         let mut names = HashMap::from([(row.id, self.report.log.clone())]);
-        while let Some(t) = recv.recv().await {
+        loop {
+            let w = Instant::now();
+            let Some(t) = recv.recv().await else {
+                break;
+            };
+            waited += w.elapsed();
             let t = t?;
+            let d = Instant::now();
             if t.skip > 0 {
                 let stored = db::leaves_tile(tx, row.id, t.tile).await?;
                 for i in 0..t.skip {
@@ -867,11 +880,22 @@ impl LogAudit<'_> {
                     .await?;
                 pending_claims = 0;
             }
+            in_db += d.elapsed();
             progress.add(n);
         }
+        let d = Instant::now();
         self.flush(tx, builders, row.id, &mut names, &mut pending, listed)
             .await?;
+        in_db += d.elapsed();
         progress.finish();
+        tracing::debug!(
+            log = %self.report.log,
+            entries = new - old,
+            secs = started.elapsed().as_secs_f64(),
+            waiting_for_tiles = waited.as_secs_f64(),
+            indexing = in_db.as_secs_f64(),
+            "replayed"
+        );
         row.valid += self.report.valid;
         row.unknown += self.report.unknown_builder;
         row.invalid += self.report.invalid;
