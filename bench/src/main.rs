@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod attest;
+mod audit;
 mod explorer;
 mod hook;
 mod ingest;
@@ -44,6 +45,8 @@ enum Bench {
     /// Issue 5: TPM quote time per entry with swtpm (median/p90) and verification time
     /// (needs `--features tpm`).
     Attest(attest::AttestArgs),
+    /// Issue 6: `provenix audit` throughput on a local log (full replay and incremental run).
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Substituter(args) => substituter::run(&args),
         Bench::Explorer(a) => explorer::run(a),
         Bench::Attest(a) => attest::run(&a),
+        Bench::Audit(a) => audit::run(&a),
     }
 }

@@ -4,15 +4,20 @@
 //! - [`keygen`]: builder keys in Nix's format.
 //! - [`quorum`] gathers and checks votes from every configured log; the decision.
 //! - [`substituter`]: the quorum substituter Nix talks to.
-//! - [`verify`]: `provenix verify`, [`check_config`]: `provenix check-config`.
+//! - [`verify`]: `provenix verify` (one path, or a whole closure), [`check_config`]:
+//!   `provenix check-config`.
+//! - [`audit`]: `provenix audit`, following logs; [`export`]: `provenix export` and
+//!   `provenix verify-receipt`, offline in-toto bundles with C2SP receipts.
 //! - [`builder_config`]: the builder's `builder.toml`.
 //! - [`attest`]: `provenix attest` (TPM enrollment) and the quote producer `push` uses.
 //! - [`hook`], [`spool`], [`push`], [`nixstore`]: from a finished Nix build to entries in
 //!   every configured log.
 
 pub mod attest;
+pub mod audit;
 pub mod builder_config;
 pub mod check_config;
+pub mod export;
 pub mod hook;
 pub mod keygen;
 pub mod logclient;

@@ -34,8 +34,19 @@ enum Command {
     Attest(provenix::attest::AttestCommand),
     /// Run the quorum substituter Nix uses as its binary cache (`[substituter]` of trust.toml).
     Substituter(provenix::substituter::SubstituterArgs),
-    /// Decide one store path and explain why. Exit 0 trusted, 1 not trusted, 2 could not decide.
+    /// Decide one store path (or, with --closure, every path of its closure and every link
+    /// between them) and explain why. Exit 0 trusted, 1 not trusted, 2 could not decide.
     Verify(provenix::verify::VerifyArgs),
+    /// Follow every log of a trust file: verify checkpoints, consistency, every new entry; report
+    /// conflicting claims. Exit 0 clean, 1 conflicts or invalid entries, 2 could not reach a log
+    /// (or bad configuration), 3 a log misbehaved.
+    Audit(provenix::audit::AuditArgs),
+    /// Write every entry the logs hold for a store path, with C2SP tlog-proof receipts, as an
+    /// in-toto bundle (`.intoto.jsonl`) that third-party tools verify offline.
+    Export(provenix::export::ExportArgs),
+    /// Check a bundle written by `export` offline with the trust file's keys: every DSSE
+    /// signature and every receipt. Exit 0 all verified, 1 some did not, 2 unusable input.
+    VerifyReceipt(provenix::export::VerifyReceiptArgs),
     /// Validate a configuration file (trust.toml or builder.toml, recognised by its keys) and exit:
     /// 0 if usable, 1 with the reason.
     CheckConfig(provenix::check_config::CheckConfigArgs),
@@ -98,6 +109,27 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("provenix verify: could not decide: {e:#}");
                     ExitCode::from(provenix::verify::EXIT_UNDECIDED)
+                }
+            };
+        }
+        Command::Audit(args) => {
+            return match runtime().and_then(|rt| rt.block_on(provenix::audit::run(&args))) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("provenix audit: {e:#}");
+                    ExitCode::from(provenix::audit::EXIT_UNREACHABLE)
+                }
+            };
+        }
+        Command::Export(args) => runtime()
+            .and_then(|rt| rt.block_on(provenix::export::export(&args)))
+            .map(|()| ExitCode::SUCCESS),
+        Command::VerifyReceipt(args) => {
+            return match provenix::export::verify_bundle(&args) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("provenix verify-receipt: {e:#}");
+                    ExitCode::from(2)
                 }
             };
         }

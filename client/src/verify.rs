@@ -1,5 +1,6 @@
 //! `provenix verify --config trust.toml STOREPATH [--json]`: decides one store path the way the
-//! substituter would and explains the decision.
+//! substituter would and explains the decision. With `--closure`, decides every node of the
+//! path's closure and checks every link between them ([`closure`]).
 //!
 //! Exit codes (for scripts): 0 trusted; 1 not trusted (the policy's answer with every log
 //! heard, or with a log that misbehaved); 2 could not decide (bad configuration or arguments,
@@ -17,6 +18,8 @@ use serde::Serialize;
 use crate::quorum::state::LogState;
 use crate::quorum::{LogReport, Quorum, QuorumOptions};
 use crate::substituter::{load_config, state_path};
+
+pub mod closure;
 
 /// Exit code: trusted.
 pub const EXIT_TRUSTED: u8 = 0;
@@ -39,6 +42,15 @@ pub struct VerifyArgs {
     /// `$XDG_STATE_HOME/provenix/state.json`); shared with a running substituter.
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Decide every path of the closure and check each agreeing builder's recorded
+    /// dependencies against what the quorum agrees on; print the weakest links.
+    #[arg(long)]
+    pub closure: bool,
+    /// With `--closure`: the Nix store to read references from when the path is in it (a store
+    /// URI as in `$NIX_REMOTE`, default `$NIX_REMOTE`); otherwise the trust file's upstream
+    /// narinfos, else the references the agreeing entries state.
+    #[arg(long, requires = "closure")]
+    pub store: Option<String>,
     /// The store path (`/nix/store/<hash>-<name>`, optionally followed by a path inside it).
     pub store_path: String,
 }
@@ -69,6 +81,9 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     let verifiers: Vec<_> = config.logs.iter().map(|l| l.key.clone()).collect();
     let state = Arc::new(LogState::open(&state_file, &verifiers)?);
     let quorum = Quorum::new(&config, &QuorumOptions::from_config(&config), state)?;
+    if args.closure {
+        return closure::run(path, &config, &quorum, args.store.as_deref(), args.json).await;
+    }
     let (mut decided, lookup) = quorum.decide(std::slice::from_ref(&path)).await;
     let (decision, _) = decided
         .pop()

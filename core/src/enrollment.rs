@@ -506,6 +506,11 @@ impl EnrollmentRecord {
         &self.envelope
     }
 
+    /// The builder key the record binds.
+    pub fn builder_key(&self) -> &NixPublicKey {
+        &self.builder_key
+    }
+
     /// The canonical leaf bytes.
     pub fn leaf_bytes(&self) -> &[u8] {
         &self.leaf

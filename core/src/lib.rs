@@ -7,6 +7,8 @@
 //!   in-memory tree.
 //! - [`checkpoint`]: C2SP `tlog-checkpoint` in C2SP `signed-note`, log keys.
 //! - [`tile`]: C2SP `tlog-tiles` paths and entry bundles.
+//! - [`witness`]: C2SP `tlog-cosignature` and `tlog-witness` bodies; [`receipt`]: C2SP
+//!   `tlog-proof`, the offline receipt of an entry's inclusion.
 //! - [`policy`]: `trust.toml`, the threshold language and the quorum decision for a store path.
 //! - [`enrollment`]: TPM enrollment records (the log as registrar; records the log writes).
 //! - [`tpm`]: TPM 2.0 quote verification (structures, EK certificates, event logs, the
@@ -21,6 +23,7 @@ pub mod entry;
 pub mod merkle;
 pub mod nix;
 pub mod policy;
+pub mod receipt;
 pub mod tile;
 pub mod tpm;
 pub mod witness;

@@ -3,7 +3,8 @@
 //! Hashing and the proof algorithms come from `tlog_tiles` (a port of Go's `sumdb/tlog`, which
 //! reproduces the public vectors byte-for-byte). This module adds the types that cross our
 //! boundaries ([`Hash`](struct@Hash), [`LeafIndex`], [`TreeSize`]), input checks that keep every panic in the
-//! library unreachable, and [`MemoryTree`], an append-only store of every tree node.
+//! library unreachable, [`MemoryTree`], an append-only store of every tree node, and
+//! [`Frontier`], the right edge of a tree that an auditor keeps to extend it.
 //!
 //! Hashes are stored in "stored hash index" order (Go's tlog layout): appending leaf `n` appends
 //! the leaf hash and the hashes of every subtree it completes, so the vector only ever grows.
@@ -328,6 +329,93 @@ impl MemoryTree {
     }
 }
 
+/// The right edge of a tree (a "compact range" from leaf 0): the roots of the complete subtrees
+/// a tree of `size` leaves decomposes into, largest (leftmost) first — one per set bit of
+/// `size`, at most 64 hashes.
+///
+/// It is all an auditor needs to keep between runs: appending the leaves that follow gives the
+/// root of every later tree, so a new checkpoint can be checked by recomputation, and a later
+/// tree's root that does not come out of the kept edge plus the new leaves proves the log
+/// rewrote its history. Built from leaf hashes the caller computed; nothing here is trusted
+/// input except through [`Frontier::from_parts`], which checks the shape.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: TreeSize,
+    nodes: Vec<Hash>,
+}
+
+impl fmt::Debug for Frontier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Frontier(size={} root={})", self.size, self.root())
+    }
+}
+
+impl Frontier {
+    /// The edge of the empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An edge as stored: `nodes` must hold exactly one hash per set bit of `size`.
+    pub fn from_parts(size: TreeSize, nodes: Vec<Hash>) -> Result<Self, ProofError> {
+        if nodes.len() != size.count_ones() as usize {
+            return Err(ProofError::Invalid);
+        }
+        Ok(Self { size, nodes })
+    }
+
+    /// The edge of the first `size` leaves of `tree`.
+    pub fn of_tree(tree: &MemoryTree, size: TreeSize) -> Result<Self, ProofError> {
+        tree.check_size(size)?;
+        let mut nodes = Vec::with_capacity(size.count_ones() as usize);
+        let mut start = 0u64;
+        for level in (0..64u8).rev() {
+            if size & (1u64 << level) != 0 {
+                nodes.push(
+                    tree.node(level, start >> level)
+                        .ok_or(ProofError::Invalid)?,
+                );
+                start += 1u64 << level;
+            }
+        }
+        Ok(Self { size, nodes })
+    }
+
+    /// Number of leaves covered.
+    pub fn size(&self) -> TreeSize {
+        self.size
+    }
+
+    /// The subtree roots, largest first.
+    pub fn nodes(&self) -> &[Hash] {
+        &self.nodes
+    }
+
+    /// Appends the next leaf's hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut h = leaf;
+        let mut n = self.size;
+        while n & 1 == 1 {
+            match self.nodes.pop() {
+                Some(left) => h = node_hash(&left, &h),
+                None => break,
+            }
+            n >>= 1;
+        }
+        self.nodes.push(h);
+        self.size += 1;
+    }
+
+    /// The RFC 6962 root of the covered tree.
+    pub fn root(&self) -> Hash {
+        let mut it = self.nodes.iter().rev();
+        let Some(last) = it.next() else {
+            return Hash::EMPTY_ROOT;
+        };
+        it.fold(*last, |right, left| node_hash(left, &right))
+    }
+}
+
 #[allow(clippy::panic)]
 #[cold]
 fn unreachable_tree_invariant() -> ! {
@@ -361,6 +449,37 @@ mod tests {
         let t = MemoryTree::from_leaves(leaves(1_000_000));
         assert_eq!(
             hex::encode(t.root().0),
+            "8ed0805dba1b06ac61a0a2fd76302bbdff69af7305fe8dd16e1dd05ce3ea3295"
+        );
+    }
+
+    #[test]
+    fn frontier_roots_match_the_tree() {
+        let l = leaves(600);
+        let t = MemoryTree::from_leaves(l.iter().copied());
+        let mut f = Frontier::new();
+        assert_eq!(f.root(), Hash::EMPTY_ROOT);
+        for (i, h) in l.iter().enumerate() {
+            f.push(*h);
+            let n = i as u64 + 1;
+            assert_eq!(f.root(), t.root_at(n).unwrap(), "n={n}");
+            assert_eq!(f.nodes().len(), n.count_ones() as usize);
+            assert_eq!(Frontier::of_tree(&t, n).unwrap(), f);
+        }
+        let again = Frontier::from_parts(f.size(), f.nodes().to_vec()).unwrap();
+        assert_eq!(again.root(), f.root());
+        assert!(Frontier::from_parts(f.size() + 1, f.nodes().to_vec()).is_err());
+        assert!(Frontier::of_tree(&t, 601).is_err());
+    }
+
+    #[test]
+    fn frontier_reproduces_the_million_leaf_vector() {
+        let mut f = Frontier::new();
+        for h in leaves(1_000_000) {
+            f.push(h);
+        }
+        assert_eq!(
+            hex::encode(f.root().0),
             "8ed0805dba1b06ac61a0a2fd76302bbdff69af7305fe8dd16e1dd05ce3ea3295"
         );
     }

@@ -14,6 +14,7 @@ pub mod server;
 pub mod service;
 pub mod substituter;
 pub mod swtpm;
+pub mod witness;
 
 use std::path::PathBuf;
 

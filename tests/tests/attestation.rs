@@ -477,4 +477,20 @@ fn attested_builds_verify_and_the_substituter_requires_attestation() {
             .code(),
         "enrollment_bad_log_signature"
     );
+
+    // An auditor replaying the log counts the record as the log's own (signed by it, its
+    // binding valid), not as an invalid entry or one by an unknown builder.
+    let out = Command::new(bin("provenix"))
+        .args(["audit", "--json", "--config"])
+        .arg(&good)
+        .arg("--state")
+        .arg(dir.join("audit"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = &report["logs"][0];
+    assert_eq!(l["enrollments"], 1, "{report:#}");
+    assert_eq!(l["invalid"], 0, "{report:#}");
+    assert_eq!(l["unknownBuilder"], 0, "{report:#}");
 }

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use provenix::logclient::LogClient;
@@ -13,36 +12,10 @@ use provenix_core::merkle::Hash;
 use provenix_core::witness::{valid_cosignatures, AddCheckpoint, CosignerVerifier};
 use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
 use provenix_e2e::service::Service;
-use provenix_e2e::{bin, gen, runtime};
+use provenix_e2e::{gen, runtime};
 
 fn witness(dir: &std::path::Path, log_keys: &[&str]) -> (Service, CosignerVerifier) {
-    let (sec, public) = (dir.join("w.sec"), dir.join("w.pub"));
-    let out = Command::new(bin("provenix"))
-        .args(["witness", "keygen", "witness.example/w1", "--secret-file"])
-        .arg(&sec)
-        .arg("--public-file")
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let vkey: CosignerVerifier = std::fs::read_to_string(&public).unwrap().parse().unwrap();
-    let mut cfg = format!(
-        "key-file = {:?}\nlisten = \"127.0.0.1:0\"\nstate-dir = {:?}\n",
-        sec,
-        dir.join("wstate")
-    );
-    for k in log_keys {
-        cfg.push_str(&format!("[[log]]\nkey = {k:?}\n"));
-    }
-    std::fs::write(dir.join("witness.toml"), cfg).unwrap();
-    let mut c = Command::new(bin("provenix"));
-    c.args(["witness", "serve", "--config"])
-        .arg(dir.join("witness.toml"));
-    (Service::start(c), vkey)
+    provenix_e2e::witness::start(dir, log_keys)
 }
 
 fn log_with_witness(
@@ -222,4 +195,140 @@ fn witness_protocol_statuses() {
     let other10 = log.sign(10, Hash([7; 32])).unwrap();
     let (s, _, body) = post(req(10, vec![], other10.note()));
     assert_eq!((s, body.as_str()), (409, "10\n"));
+}
+
+/// `provenix substituter` with a trust file requiring the witness's cosignature on the log's
+/// checkpoint: it refuses the log's entries while the checkpoint lacks it (HTTP 404, the decision
+/// says why) and serves the path once the log publishes a checkpoint the witness cosigned.
+#[test]
+fn a_substituter_requiring_a_witness_refuses_a_checkpoint_without_its_cosignature() {
+    use provenix_e2e::substituter::{proxy_key, Proxy, StaticServer, Trust};
+    if !provenix_e2e::require_tool("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log_key = LogSigner::generate("log.example").unwrap();
+    std::fs::write(dir.path().join("log.key"), log_key.secret_string()).unwrap();
+    let (w, wkey) = witness(dir.path(), &[log_key.verifier_key()]);
+
+    // The log first runs without witnesses: its checkpoints carry no cosignature.
+    let data = dir.path().join("log");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(dir.path().join("log.key"), data.join("log.key")).unwrap();
+    let plain = ServerOpts::default();
+    let alpha = gen::builder_key("alpha");
+    add_builder(&data, &plain, &alpha.public().to_string());
+    let mut log = Provenixd::start(&data, &plain);
+    let rt = runtime();
+    let client = LogClient::new(&log.url, Duration::from_secs(10)).unwrap();
+    let r = rt
+        .block_on(client.submit(&[gen::signed_small(&alpha, 1, 1)], true))
+        .unwrap();
+    assert!(valid_cosignatures(&r.checkpoint.unwrap(), std::slice::from_ref(&wkey)).is_empty());
+
+    // An upstream cache holding the path's narinfo (what the entry claims).
+    let path = gen::store_path(1, "pkg-1");
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(
+        cache.join(format!("{}.narinfo", path.hash())),
+        format!(
+            "StorePath: {path}\nURL: nar/{}.nar\nCompression: none\nNarHash: {}\nNarSize: 4097\n",
+            path.hash(),
+            gen::nar_hash(1).to_nix32_prefixed()
+        ),
+    )
+    .unwrap();
+    let upstream = StaticServer::start(&cache);
+    let (sec, _) = proxy_key(&dir.path().join("proxy"), "proxy-witness-1");
+    let trust = Trust {
+        logs: vec![(log.url.clone(), log.verifier_key.clone())],
+        builders: vec![("alpha".into(), alpha.public().to_string())],
+        threshold: "1 of [alpha]".into(),
+        dissent: "veto".into(),
+        upstreams: vec![upstream.url.clone()],
+        signing_key_file: sec,
+        state_file: dir.path().join("proxy-state.json"),
+        extra: String::new(),
+    };
+    let key_line = format!("key = {:?}\n", log.verifier_key);
+    let text = trust.text().replacen(
+        &key_line,
+        &format!("{key_line}witnesses = [\"{wkey}\"]\nmin-witnesses = 1\n"),
+        1,
+    );
+    assert!(text.contains("min-witnesses = 1"));
+    let cfg = dir.path().join("trust.toml");
+    std::fs::write(&cfg, text).unwrap();
+    // The same trust file without the requirement serves it: the entry itself is fine.
+    let lax_cfg = trust.write(&dir.path().join("lax.toml"));
+    let proxy = Proxy::start(&cfg);
+    let lax = Proxy::start(&lax_cfg);
+    let get = |url: String| {
+        rt.block_on(async {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    assert_eq!(
+        get(format!("{}/{}.narinfo", lax.url, path.hash())).0,
+        200,
+        "without a witness requirement the path is served"
+    );
+    let (s, body) = get(format!("{}/{}.narinfo", proxy.url, path.hash()));
+    assert_eq!(s, 404, "{body}");
+    let (s, body) = get(format!("{}/v1/decision/{}?fresh=1", proxy.url, path.hash()));
+    assert_eq!(s, 200, "{body}");
+    let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["verdict"]["status"], "not_trusted", "{d:#}");
+    let failed = d["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == "log_failed")
+        .unwrap_or_else(|| panic!("{d:#}"));
+    assert_eq!(failed["failure"]["code"], "unwitnessed", "{d:#}");
+    assert!(
+        failed["failure"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("carries 0 valid cosignature(s) of the 1 required from [witness.example/w1]"),
+        "{d:#}"
+    );
+
+    // The log restarts with the witness configured; its next checkpoint is cosigned.
+    assert!(log.terminate());
+    let cfg_log = dir.path().join("log.toml");
+    std::fs::write(
+        &cfg_log,
+        format!("[[witness]]\nurl = {:?}\nkey = \"{wkey}\"\n", w.url),
+    )
+    .unwrap();
+    let log = Provenixd::start(
+        &data,
+        &ServerOpts {
+            config: Some(cfg_log),
+            listen: Some(log.url.trim_start_matches("http://").to_owned()),
+            ..ServerOpts::default()
+        },
+    );
+    let r = rt
+        .block_on(client.submit(&[gen::signed_small(&alpha, 2, 2)], true))
+        .unwrap();
+    let note = r.checkpoint.unwrap();
+    assert_eq!(
+        valid_cosignatures(&note, std::slice::from_ref(&wkey)).len(),
+        1,
+        "{note}"
+    );
+    let (s, body) = get(format!("{}/{}.narinfo", proxy.url, path.hash()));
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body.contains(&format!(
+            "NarHash: {}",
+            gen::nar_hash(1).to_nix32_prefixed()
+        )),
+        "{body}"
+    );
+    drop((proxy, lax, log, w));
 }

@@ -361,7 +361,9 @@ impl Quorum {
             log.client.lookup_batch(keys).await
         }
         .map_err(|e| e.to_string())?;
-        let cp = log.verify_checkpoint(&resp.checkpoint)?;
+        let cp = log
+            .verify_checkpoint(&resp.checkpoint)
+            .map_err(|e| e.to_string())?;
         self.state
             .check(&log.key, &cp, |from, to| async move {
                 let _permit = self.limiter.acquire().await;

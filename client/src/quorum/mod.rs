@@ -8,7 +8,9 @@
 //!
 //! # What is checked, in order (nothing a log sends is trusted)
 //! 1. The log's checkpoint signature, with the log key from the trust file (else the whole answer
-//!    is a [`LogFailureKind::BadCheckpoint`]).
+//!    is a [`LogFailureKind::BadCheckpoint`]); and, when the trust file lists `witnesses` for the
+//!    log, at least `min-witnesses` valid cosignatures by distinct listed witnesses on it (else
+//!    [`LogFailureKind::Unwitnessed`]: none of that log's entries count).
 //! 2. Its consistency with every checkpoint of that log seen before ([`state::LogState`]); a log
 //!    caught forking is marked failed for good ([`LogFailureKind::InconsistentCheckpoint`]).
 //! 3. Per entry: the envelope parses, its leaf hash is recomputed from the canonical bytes and its
@@ -33,11 +35,12 @@ use provenix_core::api::{ProvedEntry, ResponseError, MAX_LOOKUP_BATCH};
 use provenix_core::checkpoint::{LogVerifier, SignedCheckpoint};
 use provenix_core::entry::{Entry, TPM_QUOTE_BYPRODUCT};
 use provenix_core::merkle::{self, leaf_hash, Hash};
-use provenix_core::nix::{StorePath, StorePathHash};
+use provenix_core::nix::{NarHash, StorePath, StorePathHash};
 use provenix_core::policy::{
     Attestation, BuilderConfig, Claim, Content, Decision, LogFailure, LogFailureKind,
     RejectedEntry, Rejection, TrustConfig, TrustPolicy, Votes,
 };
+use provenix_core::witness::{valid_cosignatures, CosignerVerifier};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -141,6 +144,9 @@ pub struct Evidence {
     pub claims: Vec<Claim>,
     /// For each claim (same order): the metadata its entry gives per output.
     pub claim_meta: Vec<BTreeMap<StorePath, OutputMeta>>,
+    /// For each claim (same order): the dependencies its builder says the build used, with the
+    /// NAR hashes it recorded (`Entry::dependencies`).
+    pub claim_deps: Vec<Vec<(StorePath, NarHash)>>,
     /// Entries that failed a check.
     pub rejected: Vec<RejectedEntry>,
     /// Logs that could not be used for this key.
@@ -249,21 +255,41 @@ struct LogSource {
     url: String,
     client: LogClient,
     key: LogVerifier,
-    /// The last checkpoint note whose signature verified (a log answers with the same one
-    /// until it integrates more entries).
+    /// Witnesses whose cosignatures count, and how many a checkpoint needs.
+    witnesses: Vec<CosignerVerifier>,
+    min_witnesses: usize,
+    /// The last checkpoint note that passed [`LogSource::verify_checkpoint`] (a log answers
+    /// with the same one until it integrates more entries).
     last: Mutex<Option<SignedCheckpoint>>,
 }
 
 impl LogSource {
-    /// Verifies a checkpoint note with the log key (the same text as last time needs no new
-    /// signature check: it is byte-for-byte what verified).
-    fn verify_checkpoint(&self, note: &str) -> Result<SignedCheckpoint, String> {
+    /// Verifies a checkpoint note with the log key and counts the required witness
+    /// cosignatures (the same text as last time needs no new check: it is byte-for-byte what
+    /// passed).
+    fn verify_checkpoint(&self, note: &str) -> Result<SignedCheckpoint, LogFailureKind> {
         if let Ok(last) = self.last.lock() {
             if let Some(cp) = last.as_ref().filter(|cp| cp.note() == note) {
                 return Ok(cp.clone());
             }
         }
-        let cp = self.key.verify(note).map_err(|e| e.to_string())?;
+        let cp = self
+            .key
+            .verify(note)
+            .map_err(|e| LogFailureKind::BadCheckpoint(e.to_string()))?;
+        if self.min_witnesses > 0 {
+            let have = valid_cosignatures(note, &self.witnesses);
+            if have.len() < self.min_witnesses {
+                let names: Vec<&str> = self.witnesses.iter().map(|w| w.name()).collect();
+                return Err(LogFailureKind::Unwitnessed(format!(
+                    "its checkpoint of size {} carries {} valid cosignature(s) of the {} required from [{}]",
+                    cp.size(),
+                    have.len(),
+                    self.min_witnesses,
+                    names.join(", ")
+                )));
+            }
+        }
         if let Ok(mut last) = self.last.lock() {
             *last = Some(cp.clone());
         }
@@ -311,7 +337,11 @@ impl fmt::Debug for Quorum {
 
 /// One entry as checked.
 enum Checked {
-    Claim(Claim, BTreeMap<StorePath, OutputMeta>),
+    Claim(
+        Claim,
+        BTreeMap<StorePath, OutputMeta>,
+        Vec<(StorePath, NarHash)>,
+    ),
     Rejected(RejectedEntry),
 }
 
@@ -331,6 +361,8 @@ impl Quorum {
                     url: l.url.clone(),
                     client: LogClient::with_http(&l.url, http.clone())?,
                     key: l.key.clone(),
+                    witnesses: l.witnesses.clone(),
+                    min_witnesses: l.min_witnesses,
                     last: Mutex::new(None),
                 })
             })
@@ -448,9 +480,10 @@ impl Quorum {
                 };
                 for c in checked {
                     match c {
-                        Checked::Claim(claim, meta) => {
+                        Checked::Claim(claim, meta, deps) => {
                             ev.claims.push(claim);
                             ev.claim_meta.push(meta);
+                            ev.claim_deps.push(deps);
                         }
                         Checked::Rejected(r) => ev.rejected.push(r),
                     }
@@ -520,9 +553,7 @@ impl Quorum {
             log.client.lookup_batch(&keys).await
         }
         .map_err(|e| LogFailureKind::Unreachable(e.to_string()))?;
-        let cp = log
-            .verify_checkpoint(&resp.checkpoint)
-            .map_err(LogFailureKind::BadCheckpoint)?;
+        let cp = log.verify_checkpoint(&resp.checkpoint)?;
         *size = Some(cp.size());
         let consistency = self
             .state
@@ -712,6 +743,7 @@ impl CheckCx {
             built_locally: entry.statement().built_locally().unwrap_or(false),
             attestation: self.attestation.verify(builder, entry),
             meta: output_meta(entry),
+            deps: entry.dependencies(),
         }
     }
 
@@ -725,6 +757,7 @@ impl CheckCx {
                 built_locally,
                 attestation,
                 meta,
+                deps,
             } => Checked::Claim(
                 Claim {
                     builder: builder.clone(),
@@ -735,6 +768,7 @@ impl CheckCx {
                     attestation: attestation.clone(),
                 },
                 meta.clone(),
+                deps.clone(),
             ),
         }
     }
@@ -750,6 +784,7 @@ enum Judged {
         built_locally: bool,
         attestation: Attestation,
         meta: BTreeMap<StorePath, OutputMeta>,
+        deps: Vec<(StorePath, NarHash)>,
     },
 }
 

@@ -158,3 +158,94 @@ async fn only_entries_passing_every_check_vote() {
         lookup.logs[0].failure
     );
 }
+
+#[tokio::test]
+async fn a_log_without_the_required_cosignatures_does_not_count() {
+    use provenix_core::witness::{add_signature_lines, split_note, CosignerKey};
+    let alpha = key("alpha");
+    let leaf = envelope(&alpha).canonical_json();
+    let tree = MemoryTree::from_leaves([leaf_hash(&leaf)]);
+    let signer = LogSigner::generate("witnessed.test").unwrap();
+    let cp = signer.sign(1, tree.root()).unwrap();
+    let w1 = CosignerKey::generate("w1.example").unwrap();
+    let w2 = CosignerKey::generate("w2.example").unwrap();
+    let (text, _) = split_note(cp.note()).unwrap();
+    let answer = |note: String| BatchLookupResponse {
+        checkpoint: note,
+        results: BTreeMap::from([(
+            path().hash().to_string(),
+            vec![ProvedEntry {
+                index: 0,
+                leaf_hash: tree.leaf(0).unwrap(),
+                envelope: RawValue::from_string(String::from_utf8(leaf.clone()).unwrap()).unwrap(),
+                inclusion_proof: vec![],
+            }],
+        )]),
+    };
+    let bare = fake_log(answer(cp.note().to_owned())).await;
+    let by_w1 = fake_log(answer(add_signature_lines(
+        cp.note(),
+        &[w1.cosign(text.as_bytes(), 1_700_000_000)],
+    )))
+    .await;
+    // A cosignature line under w1's name but made with w2's key: not w1's.
+    let forged = {
+        let line = w2.cosign(text.as_bytes(), 1_700_000_000);
+        line.replace("w2.example", "w1.example")
+    };
+    let fake_w1 = fake_log(answer(add_signature_lines(cp.note(), &[forged]))).await;
+    let decide = |url: String, witnesses: &str| {
+        let text = format!(
+            "[[log]]\nurl = {url:?}\nkey = {:?}\n{witnesses}\n[[builder]]\nname = \"alpha\"\nkey = {:?}\n[policy]\nthreshold = \"1 of [alpha]\"\n",
+            signer.verifier_key(),
+            alpha.public().to_string()
+        );
+        async move {
+            let config = TrustConfig::parse(&text).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let state = Arc::new(
+                LogState::open(&dir.path().join("s.json"), &[config.logs[0].key.clone()]).unwrap(),
+            );
+            let q = Quorum::new(&config, &QuorumOptions::default(), state).unwrap();
+            let (mut d, lookup) = q.decide(&[path()]).await;
+            (d.pop().unwrap().0, lookup)
+        }
+    };
+    let require_w1 = format!("witnesses = [{:?}]\nmin-witnesses = 1", w1.verifier_key());
+    // Without a witness requirement the bare checkpoint counts.
+    let (d, _) = decide(bare.clone(), "").await;
+    assert!(d.is_trusted(), "{d}");
+    // Required and missing, or forged: the log's entries do not count, and the decision says why.
+    for url in [bare, fake_w1] {
+        let (d, lookup) = decide(url, &require_w1).await;
+        assert_eq!(d.verdict, Verdict::NotTrusted, "{d}");
+        let failure = lookup.logs[0].failure.clone().unwrap();
+        assert_eq!(
+            failure,
+            provenix_core::policy::LogFailureKind::Unwitnessed(
+                "its checkpoint of size 1 carries 0 valid cosignature(s) of the 1 required from [w1.example]".into()
+            )
+        );
+        assert!(
+            d.to_string()
+                .contains("not witnessed: its checkpoint of size 1 carries 0 valid cosignature(s)"),
+            "{d}"
+        );
+    }
+    // Cosigned by w1: counts.
+    let (d, lookup) = decide(by_w1.clone(), &require_w1).await;
+    assert!(lookup.logs[0].failure.is_none(), "{:?}", lookup.logs);
+    assert!(d.is_trusted(), "{d}");
+    // Two required, one present: refused.
+    let both = format!(
+        "witnesses = [{:?}, {:?}]",
+        w1.verifier_key(),
+        w2.verifier_key()
+    );
+    let (d, lookup) = decide(by_w1, &both).await;
+    assert!(!d.is_trusted(), "{d}");
+    assert!(matches!(
+        lookup.logs[0].failure,
+        Some(provenix_core::policy::LogFailureKind::Unwitnessed(_))
+    ));
+}

@@ -214,6 +214,7 @@ fn record_lookup(metrics: &Metrics, lookup: &Lookup) {
                 LogFailureKind::Unreachable(_) => "unreachable",
                 LogFailureKind::BadCheckpoint(_) => "bad_checkpoint",
                 LogFailureKind::InconsistentCheckpoint(_) => "inconsistent_checkpoint",
+                LogFailureKind::Unwitnessed(_) => "unwitnessed",
             };
             metrics
                 .log_failures

@@ -325,10 +325,65 @@ impl Entry {
         )
     }
 
+    /// The store paths the builder says its build used, with the NAR hashes it recorded for
+    /// them (`resolvedDependencies` naming a store path with a `digest.sha256`; the `.drv` file,
+    /// whose digest is of the file rather than a NAR, is left out). Malformed items are skipped:
+    /// this is what the entry claims, for comparison with what others agree on.
+    pub fn dependencies(&self) -> Vec<(StorePath, NarHash)> {
+        let drv = self.statement.derivation();
+        self.statement
+            .predicate
+            .build_definition
+            .resolved_dependencies
+            .iter()
+            .filter(|d| Some(d.name.as_str()) != drv && !d.name.ends_with(".drv"))
+            .filter_map(|d| {
+                let path = d.name.parse::<StorePath>().ok()?;
+                let hash = NarHash::from_hex(d.digest.get("sha256")?).ok()?;
+                Some((path, hash))
+            })
+            .collect()
+    }
+
     /// Keys this entry is indexed under (sorted, unique).
     pub fn keys(&self) -> &[LookupKey] {
         &self.keys
     }
+}
+
+/// Verifies the signatures of many entries at once with Ed25519 batch verification (about three
+/// times the throughput of [`Entry::verify`] one by one), for auditors replaying whole logs.
+///
+/// `true`: every entry's signature verifies under its paired key, and each entry's `keyid` names
+/// that key. `false`: at least one does not; call [`Entry::verify`] on each to find which.
+///
+/// The batch equation is the cofactored one, so it can accept a signature that the strict,
+/// cofactorless check of [`Entry::verify`] refuses: only the holder of the secret key can make
+/// such a signature (it still proves that key signed the entry), and the substituter, which
+/// uses the strict check, refuses it. Weak (small-order) public keys are refused here too.
+pub fn verify_batch(items: &[(&Entry, &NixPublicKey)]) -> bool {
+    let mut messages = Vec::with_capacity(items.len());
+    let mut signatures = Vec::with_capacity(items.len());
+    let mut keys = Vec::with_capacity(items.len());
+    for (entry, key) in items {
+        let [sig] = entry.envelope.signatures.as_slice() else {
+            return false;
+        };
+        if sig.keyid != key.name() || key.verifying_key().is_weak() {
+            return false;
+        }
+        let Ok(s) = ed25519_dalek::Signature::from_slice(&sig.sig) else {
+            return false;
+        };
+        messages.push(pae(&entry.envelope.payload_type, &entry.envelope.payload));
+        signatures.push(s);
+        keys.push(*key.verifying_key());
+    }
+    if items.is_empty() {
+        return true;
+    }
+    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok()
 }
 
 #[cfg(test)]

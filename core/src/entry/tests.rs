@@ -185,3 +185,68 @@ fn rfc3339() {
         assert!(!is_rfc3339(bad), "{bad}");
     }
 }
+
+#[test]
+fn dependencies_are_the_resolved_store_paths_but_the_drv() {
+    let key = NixSecretKey::from_seed("alpha", [9; 32]).unwrap();
+    let dep: StorePath = "/nix/store/00000000000000000000000000000000-dep"
+        .parse()
+        .unwrap();
+    let mut b = sample_build("alpha");
+    b.dependencies = vec![Dependency {
+        path: dep.clone(),
+        nar_hash: NarHash::from_bytes([5; 32]),
+    }];
+    b.source = Some(Source {
+        uri: "git+https://example.org/repo".into(),
+        git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        ..Default::default()
+    });
+    let entry = Entry::parse(&b.sign(&key).canonical_json()).unwrap();
+    // The .drv (with the file's sha256) and the git commit are resolved dependencies too.
+    assert_eq!(
+        entry
+            .statement()
+            .predicate
+            .build_definition
+            .resolved_dependencies
+            .len(),
+        3
+    );
+    assert_eq!(
+        entry.dependencies(),
+        vec![(dep, NarHash::from_bytes([5; 32]))]
+    );
+}
+
+#[test]
+fn batch_verification_agrees_with_one_by_one() {
+    let alpha = NixSecretKey::from_seed("alpha", [9; 32]).unwrap();
+    let beta = NixSecretKey::from_seed("beta", [10; 32]).unwrap();
+    let entries: Vec<Entry> = (0..20)
+        .map(|i| {
+            let k = if i % 3 == 0 { &beta } else { &alpha };
+            let mut b = sample_build(k.name());
+            b.counter = Some(i);
+            Entry::parse(&b.sign(k).canonical_json()).unwrap()
+        })
+        .collect();
+    let (pa, pb) = (alpha.public(), beta.public());
+    let pairs: Vec<(&Entry, &NixPublicKey)> = entries
+        .iter()
+        .map(|e| (e, if e.keyid() == "beta" { &pb } else { &pa }))
+        .collect();
+    assert!(verify_batch(&pairs));
+    assert!(verify_batch(&[]));
+    // One flipped bit, or one entry paired with another builder's key, fails the batch.
+    let mut env = entries[4].envelope().clone();
+    env.signatures[0].sig[10] ^= 1;
+    let broken = Entry::from_envelope(env).unwrap();
+    let mut bad = pairs.clone();
+    bad[4] = (&broken, &pa);
+    assert!(!verify_batch(&bad));
+    assert_eq!(broken.verify(&pa), Err(EntryError::BadSignature));
+    let mut swapped = pairs.clone();
+    swapped[1] = (&entries[1], &pb);
+    assert!(!verify_batch(&swapped));
+}

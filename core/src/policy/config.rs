@@ -6,8 +6,6 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -17,6 +15,7 @@ use super::{
 };
 use crate::checkpoint::LogVerifier;
 use crate::nix::{is_valid_key_name, NixPublicKey};
+use crate::witness::CosignerVerifier;
 
 /// Largest `trust.toml` accepted (1 MiB).
 pub const MAX_TRUST_TOML_BYTES: usize = 1024 * 1024;
@@ -30,7 +29,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:37515";
 /// [[log]]
 /// url = "http://127.0.0.1:8080"            # the log's HTTP API (provenixd)
 /// key = "log.example+1a2b3c4d+AbC…"        # its C2SP note verifier key (`provenixd key`)
-/// witnesses = ["w1+…+…"]                    # optional: C2SP witness verifier keys
+/// witnesses = ["w1+…+…"]                    # optional: C2SP cosignature verifier keys
 /// min-witnesses = 1                         # optional: cosignatures needed (default: all listed)
 ///
 /// [[builder]]
@@ -72,11 +71,12 @@ pub struct LogConfig {
     /// `key`: the log's C2SP note verifier key; checkpoints must be signed by it and their origin
     /// must equal its name.
     pub key: LogVerifier,
-    /// `witnesses`: C2SP verifier keys of witnesses whose cosignatures are counted (may be empty).
-    /// Modelled only: verifying cosignatures comes later.
-    pub witnesses: Vec<String>,
-    /// `min-witnesses`: cosignatures required on a checkpoint (0 when no witnesses are listed;
-    /// all listed witnesses when omitted).
+    /// `witnesses`: C2SP `tlog-cosignature` verifier keys (`NAME+HEXID+BASE64`, type 0x04) of
+    /// witnesses whose cosignatures on this log's checkpoints are counted (may be empty).
+    pub witnesses: Vec<CosignerVerifier>,
+    /// `min-witnesses`: valid cosignatures (by distinct listed witnesses) a checkpoint needs
+    /// before any entry it covers counts (0 when no witnesses are listed; all listed witnesses
+    /// when omitted).
     pub min_witnesses: usize,
 }
 
@@ -272,18 +272,6 @@ fn is_http_url(s: &str) -> bool {
     rest.is_some_and(|r| !r.is_empty()) && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn is_witness_key(s: &str) -> bool {
-    let mut parts = s.splitn(3, '+');
-    let (Some(name), Some(id), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_graphic())
-        && id.len() == 8
-        && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        && STANDARD.decode(b64).is_ok_and(|k| k.len() == 33)
-}
-
 fn hex32(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     (s.len() == 64)
@@ -414,11 +402,12 @@ impl TrustConfig {
                         );
                     }
                     let mut seen = BTreeSet::new();
+                    let mut keys = Vec::new();
                     for k in w.get_ref() {
-                        if !is_witness_key(k) {
-                            return Err(cx.at(w.span(), TrustErrorKind::BadWitnessKey(k.clone())));
-                        }
-                        if !seen.insert(k) {
+                        let key: CosignerVerifier = k.parse().map_err(|_| {
+                            cx.at(w.span(), TrustErrorKind::BadWitnessKey(k.clone()))
+                        })?;
+                        if !seen.insert(key.name().to_owned()) {
                             return Err(cx.at(
                                 w.span(),
                                 TrustErrorKind::Duplicate {
@@ -427,8 +416,9 @@ impl TrustConfig {
                                 },
                             ));
                         }
+                        keys.push(key);
                     }
-                    w.get_ref().clone()
+                    keys
                 }
             };
             let min_witnesses = match &l.min_witnesses {

@@ -132,6 +132,8 @@ pub enum LogFailureKind {
     BadCheckpoint(String),
     /// Its checkpoint is inconsistent with one seen before: the log forked or rewrote history.
     InconsistentCheckpoint(String),
+    /// Its checkpoint lacks the witness cosignatures the trust file requires (`min-witnesses`).
+    Unwitnessed(String),
 }
 
 impl fmt::Display for LogFailureKind {
@@ -140,6 +142,7 @@ impl fmt::Display for LogFailureKind {
             LogFailureKind::Unreachable(m) => write!(f, "unreachable: {m}"),
             LogFailureKind::BadCheckpoint(m) => write!(f, "bad checkpoint: {m}"),
             LogFailureKind::InconsistentCheckpoint(m) => write!(f, "inconsistent checkpoint: {m}"),
+            LogFailureKind::Unwitnessed(m) => write!(f, "not witnessed: {m}"),
         }
     }
 }

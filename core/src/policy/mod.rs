@@ -107,7 +107,7 @@ pub enum TrustErrorKind {
     BadLogKey(CheckpointError),
     #[error("two [[log]] entries use the key of log {0:?}: list each log once")]
     DuplicateLog(String),
-    #[error("witness key {0:?} is not a C2SP note verifier key NAME+HEXID+BASE64")]
+    #[error("witness key {0:?} is not a C2SP cosignature verifier key NAME+HEXID+BASE64 (type 0x04, as `provenix witness keygen` prints it)")]
     BadWitnessKey(String),
     #[error("`min-witnesses` needs a `witnesses` list")]
     MinWitnessesWithoutWitnesses,

@@ -77,8 +77,8 @@ fn fill(template: &str) -> String {
     }
     s.replace("{log}", &log_key("log.example"))
         .replace("{log2}", &log_key("log2.example"))
-        .replace("{w1}", &log_key("witness1.example"))
-        .replace("{w2}", &log_key("witness2.example"))
+        .replace("{w1}", &witness_key("witness1.example"))
+        .replace("{w2}", &witness_key("witness2.example"))
         .replace("{pcr}", &"ab".repeat(32))
         .replace("{ak}", &format!("000b{}", "cd".repeat(32)))
 }
@@ -362,11 +362,21 @@ fn log_errors() {
         err_at(&with("witnesses = [\"w+1+2\"]"), "[\"w+1+2\"]", 0),
         BadWitnessKey("w+1+2".into())
     );
+    // A note (log) key is not a cosignature key: witnesses sign with type 0x04.
+    let note_key = log_key("notawitness.example");
+    assert_eq!(
+        err_at(
+            &with(&format!("witnesses = [\"{note_key}\"]")),
+            "[\"notawitness",
+            0
+        ),
+        BadWitnessKey(note_key)
+    );
     assert_eq!(
         err_at(&with("witnesses = [\"{w1}\", \"{w1}\"]"), "[\"witness1", 0),
         Duplicate {
             field: "witnesses",
-            name: log_key("witness1.example")
+            name: witness_key("witness1.example")
         }
     );
     // Defaults to all listed witnesses.

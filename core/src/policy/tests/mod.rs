@@ -21,6 +21,13 @@ pub(super) fn log_key(name: &str) -> String {
     signed_note::new_ed25519_verifier_key(name, &sk.verifying_key())
 }
 
+/// A deterministic C2SP cosignature (witness) verifier key named `name`.
+pub(super) fn witness_key(name: &str) -> String {
+    crate::witness::CosignerKey::from_seed(name, seed(name))
+        .unwrap()
+        .verifier_key()
+}
+
 pub(super) fn path(name: &str) -> StorePath {
     let h = crate::nix::base32::encode(&Sha256::digest(name.as_bytes())[..20]);
     format!("/nix/store/{h}-{name}").parse().unwrap()
