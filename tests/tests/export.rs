@@ -87,7 +87,7 @@ fn exported_bundles_verify_with_third_party_tools_and_receipts_offline() {
     let alpha_env = gen::signed(&alpha, 42, 42);
     submit(&log_a, &[gen::signed(&alpha, 1, 1), alpha_env.clone()]);
     submit(&log_a, &[gen::signed(&beta, 42, 42)]);
-    submit(&log_b, &[alpha_env.clone()]);
+    submit(&log_b, std::slice::from_ref(&alpha_env));
     let path = gen::store_path(42, "pkg-42");
 
     let (a_url, a_key, b_url, b_key) = (

@@ -199,7 +199,7 @@ fn u64_of(v: i64) -> Result<u64, DbError> {
 }
 
 fn hashes_of(blob: &[u8]) -> Result<Vec<Hash>, DbError> {
-    if blob.len() % 32 != 0 {
+    if !blob.len().is_multiple_of(32) {
         return Err(DbError::Corrupt(
             "a hash list is not a multiple of 32 bytes".into(),
         ));
