@@ -15,6 +15,7 @@ mod explorer;
 mod hook;
 mod ingest;
 mod push;
+mod soak;
 mod stats;
 mod substituter;
 
@@ -47,6 +48,9 @@ enum Bench {
     Attest(attest::AttestArgs),
     /// Issue 6: `provenix audit` throughput on a local log (full replay and incremental run).
     Audit(audit::AuditArgs),
+    /// Issue 8: a long soak of mixed ingest and lookups against one server (default 30
+    /// minutes): throughput per window and memory, first window against last.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,5 +63,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Explorer(a) => explorer::run(a),
         Bench::Attest(a) => attest::run(&a),
         Bench::Audit(a) => audit::run(&a),
+        Bench::Soak(a) => soak::run(&a),
     }
 }
