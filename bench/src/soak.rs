@@ -263,7 +263,7 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
         args.rate,
         args.readers
     );
-    println!("window   entries/s  lookups/s  lookup p50  lookup p99  503s  RSS mean  RSS max");
+    println!("minutes      entries/s  lookups/s  lookup p50  lookup p99  503s  RSS mean  RSS max");
     let mut rows = Vec::new();
     for (i, w) in windows.iter().take(full.max(1)).enumerate() {
         let lat = Samples::new(w.lookups.clone());
@@ -275,9 +275,9 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
             mean,
         );
         println!(
-            "{:>3}-{:<3}  {:>9.0}  {:>9.0}  {:>10}  {:>10}  {:>4}  {:>6.0} MB  {:>5.0} MB",
-            i as u64 * args.window_secs / 60,
-            (i as u64 + 1) * args.window_secs / 60,
+            "{:>5.1}-{:<5.1}  {:>9.0}  {:>9.0}  {:>10}  {:>10}  {:>4}  {:>6.0} MB  {:>5.0} MB",
+            i as f64 * win_secs / 60.0,
+            (i + 1) as f64 * win_secs / 60.0,
             row.0,
             row.1,
             if lat.is_empty() {
