@@ -162,8 +162,22 @@ struct Inner {
     /// (last index of an acknowledged batch, when it was acknowledged), for the delay metric.
     acked: Mutex<std::collections::VecDeque<(u64, Instant)>>,
     bundles: Mutex<lru::LruCache<u64, Bytes>>,
+    /// Lookups waiting to be coalesced into one query (see [`Log::lookup`]).
+    lookup_queue: Mutex<Vec<LookupJob>>,
+    /// One permit per lookup query in flight.
+    lookup_readers: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
 }
+
+/// A lookup waiting for a reader.
+struct LookupJob {
+    keys: Vec<String>,
+    size: u64,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<KeyedEntry>, StoreError>>,
+}
+
+/// Most keys one coalesced lookup query carries.
+const LOOKUP_BATCH_KEYS: usize = 64;
 
 /// A handle to the running log. Cheap to clone.
 #[derive(Clone)]
@@ -246,6 +260,7 @@ impl Log {
             .unwrap_or(std::num::NonZeroUsize::MIN);
         let witnesses =
             crate::witness::Witnesses::new(config.witnesses.clone(), config.witness_timeout);
+        let store_readers = store.readers();
         let inner = Arc::new(Inner {
             store,
             signer,
@@ -259,6 +274,8 @@ impl Log {
             integrate: Notify::new(),
             acked: Mutex::new(Default::default()),
             bundles: Mutex::new(lru::LruCache::new(bundle_cap)),
+            lookup_queue: Mutex::new(Vec::new()),
+            lookup_readers: Arc::new(tokio::sync::Semaphore::new(store_readers)),
             metrics,
         });
         let stop = Arc::new(Notify::new());
@@ -515,8 +532,59 @@ impl Log {
     }
 
     /// Stored leaves under `keys` below `size`.
+    ///
+    /// Concurrent lookups are coalesced: at most `lookup_readers` queries run at once, and when
+    /// a reader is free it takes every lookup queued meanwhile (up to [`LOOKUP_BATCH_KEYS`] keys)
+    /// into one query, then hands each its own rows. An idle log runs a lookup at once. (Each
+    /// query costs a few thread hand-offs in the database driver — for SQLite, about half the
+    /// server's CPU per lookup when measured — so under load fewer, larger queries are cheaper.)
     pub async fn lookup(&self, keys: &[String], size: u64) -> Result<Vec<KeyedEntry>, LogError> {
-        Ok(self.inner.store.lookup(keys, size).await?)
+        if keys.len() >= LOOKUP_BATCH_KEYS {
+            return Ok(self.inner.store.lookup(keys, size).await?);
+        }
+        let (reply, mut rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .lookup_queue
+            .lock()
+            .unwrap_or_else(poisoned)
+            .push(LookupJob {
+                keys: keys.to_vec(),
+                size,
+                reply,
+            });
+        let permit = tokio::select! {
+            biased;
+            r = &mut rx => return lookup_reply(r),
+            p = self.inner.lookup_readers.clone().acquire_owned() => p,
+        };
+        let Ok(permit) = permit else {
+            return Err(LogError::Storage(StoreError::Shared(
+                "the log is shutting down".into(),
+            )));
+        };
+        let jobs = {
+            let mut q = self.inner.lookup_queue.lock().unwrap_or_else(poisoned);
+            let mut n = 0;
+            let take = q
+                .iter()
+                .take_while(|j| {
+                    n += j.keys.len();
+                    n <= LOOKUP_BATCH_KEYS
+                })
+                .count()
+                .max(1)
+                .min(q.len());
+            q.drain(..take).collect::<Vec<_>>()
+        };
+        if !jobs.is_empty() {
+            // Its own task: a client that hangs up abandons nobody else's lookup.
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                run_lookup_batch(&inner.store, jobs).await;
+            });
+        }
+        lookup_reply(rx.await)
     }
 
     /// Leaf bytes at `index`.
@@ -527,6 +595,50 @@ impl Log {
     /// Signs and publishes a checkpoint now if the tree grew (tests, shutdown).
     pub async fn integrate_now(&self) -> Result<(), LogError> {
         integrate_once(&self.inner).await
+    }
+}
+
+fn lookup_reply(
+    r: Result<Result<Vec<KeyedEntry>, StoreError>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<Vec<KeyedEntry>, LogError> {
+    match r {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(LogError::Storage(StoreError::Shared(
+            "the lookup was abandoned".into(),
+        ))),
+    }
+}
+
+/// One query for the keys of every job, each job answered with its own keys below its own size.
+async fn run_lookup_batch(store: &Store, jobs: Vec<LookupJob>) {
+    if let [_] = jobs.as_slice() {
+        if let Some(job) = jobs.into_iter().next() {
+            let r = store.lookup(&job.keys, job.size).await;
+            let _ = job.reply.send(r);
+        }
+        return;
+    }
+    let mut keys: Vec<String> = jobs.iter().flat_map(|j| j.keys.iter().cloned()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let below = jobs.iter().map(|j| j.size).max().unwrap_or(0);
+    match store.lookup(&keys, below).await {
+        Ok(rows) => {
+            for job in jobs {
+                let mine = rows
+                    .iter()
+                    .filter(|r| r.index < job.size && job.keys.contains(&r.key))
+                    .cloned()
+                    .collect();
+                let _ = job.reply.send(Ok(mine));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Shared(msg.clone())));
+            }
+        }
     }
 }
 

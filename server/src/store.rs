@@ -35,6 +35,9 @@ pub enum StoreError {
     Injected(&'static str),
     #[error("unsupported database URL {0:?} (want sqlite://PATH or postgres://...)")]
     BadUrl(String),
+    /// A failure of a query run for several coalesced requests, as each of them sees it.
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// A leaf to append: canonical bytes, their RFC 6962 leaf hash, and its lookup keys.
@@ -443,6 +446,17 @@ impl Store {
                     .await?
             }
         })
+    }
+
+    /// How many read queries can run at once (the reader connections).
+    pub fn readers(&self) -> usize {
+        match &self.backend {
+            Backend::Sqlite { read, .. } => read.options().get_max_connections() as usize,
+            // Two connections of the pool are kept for the sequencer and the integrator.
+            Backend::Postgres(p) => (p.options().get_max_connections() as usize)
+                .saturating_sub(2)
+                .max(1),
+        }
     }
 
     /// Every stored leaf indexed under one of `keys` with index below `below`, ordered by key
