@@ -48,9 +48,15 @@ pub struct IngestArgs {
     /// Keep the web explorer's index while ingesting (off: the log alone, issue 2's figures).
     #[arg(long)]
     explorer: bool,
+    /// After the lookup phase, this many rounds each of lookups with coalescing off
+    /// (`lookup-batch-keys = 1`) and on (64), alternating, each on a restarted server.
+    #[arg(long, default_value_t = 0)]
+    lookup_ab: usize,
 }
 
 struct Report {
+    /// Lookup rounds with coalescing off (1) and on (64): (lookup-batch-keys, lookups/s, latency).
+    ab: Vec<(usize, f64, Samples)>,
     backend: &'static str,
     explorer: bool,
     entries: u64,
@@ -104,6 +110,52 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Lookups with proof at `clients` concurrent clients for `secs`, random keys over the log's
+/// `total` entries; their latencies.
+async fn lookup_load(
+    base: &str,
+    total: u64,
+    clients: usize,
+    secs: f64,
+) -> anyhow::Result<Vec<Duration>> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    // The load generator shares the machine's cores with the server: it reads each response
+    // body without parsing it (a full response and its proof are verified before).
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, base) = (http.clone(), base.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let seed = rng % total;
+                let url = format!(
+                    "{base}/v1/lookup/{}",
+                    gen::store_path(seed, &format!("pkg-{seed}")).hash()
+                );
+                let t = Instant::now();
+                let resp = http.get(url).send().await.expect("lookup");
+                assert!(resp.status().is_success());
+                let body = resp.bytes().await.expect("lookup body");
+                lat.push(t.elapsed());
+                assert!(body.len() > 1000);
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    Ok(lat)
+}
+
 /// Pre-signs every entry (not timed): client `c` signs with builder `bench-c`.
 fn generate(args: &IngestArgs) -> Vec<Vec<Vec<u8>>> {
     let per = args.entries / args.clients as u64;
@@ -146,7 +198,7 @@ async fn run_backend(
     std::fs::write(&config, format!("explorer = {}\n", args.explorer))?;
     let opts = ServerOpts {
         database: database.clone(),
-        config: Some(config),
+        config: Some(config.clone()),
         ..ServerOpts::default()
     };
     for c in 0..args.clients {
@@ -292,48 +344,49 @@ async fn run_backend(
         "lookup sanity check found {} entries",
         found.len()
     );
-    let deadline = Instant::now() + Duration::from_secs(args.lookup_secs);
-    let mut tasks = Vec::new();
-    // The load generator shares the machine's cores with the server: it reads each response
-    // body without parsing it (the sanity check above verified a full response and its proof).
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()?;
-    for c in 0..args.lookup_clients {
-        let (http, base) = (http.clone(), server.url.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
-            let mut lat = Vec::new();
-            while Instant::now() < deadline {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let seed = rng % total;
-                let url = format!(
-                    "{base}/v1/lookup/{}",
-                    gen::store_path(seed, &format!("pkg-{seed}")).hash()
-                );
-                let t = Instant::now();
-                let resp = http.get(url).send().await.expect("lookup");
-                assert!(resp.status().is_success());
-                let body = resp.bytes().await.expect("lookup body");
-                lat.push(t.elapsed());
-                assert!(body.len() > 1000);
-            }
-            lat
-        }));
-    }
     let lt0 = Instant::now();
     let (scpu0, ccpu0) = (proc_cpu(pid), proc_cpu(std::process::id()));
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await?);
-    }
+    let lat = lookup_load(
+        &server.url,
+        total,
+        args.lookup_clients,
+        args.lookup_secs as f64,
+    )
+    .await?;
     let lookup_secs = lt0.elapsed().as_secs_f64();
     let server_cpu_lookup = (proc_cpu(pid) - scpu0) / lookup_secs;
     let client_cpu_lookup = (proc_cpu(std::process::id()) - ccpu0) / lookup_secs;
     let peak_rss = proc_status(pid, "VmHWM:");
     anyhow::ensure!(server.terminate(), "provenixd did not stop cleanly");
+
+    // Lookup coalescing on and off, alternating restarts of the same log (side by side).
+    let mut ab = Vec::new();
+    if args.lookup_ab > 0 {
+        for round in 0..args.lookup_ab * 2 {
+            let keys = if round % 2 == 0 { 1 } else { 64 };
+            std::fs::write(
+                &config,
+                format!("explorer = {}\nlookup-batch-keys = {keys}\n", args.explorer),
+            )?;
+            let mut s = Provenixd::start(&data, &opts);
+            let lat = lookup_load(&s.url, total, args.lookup_clients, 2.0).await?;
+            drop(lat);
+            let t = Instant::now();
+            let lat = lookup_load(
+                &s.url,
+                total,
+                args.lookup_clients,
+                args.lookup_secs as f64 / 2.0,
+            )
+            .await?;
+            ab.push((
+                keys,
+                lat.len() as f64 / t.elapsed().as_secs_f64(),
+                Samples::new(lat),
+            ));
+            anyhow::ensure!(s.terminate(), "provenixd did not stop cleanly");
+        }
+    }
 
     let store = match &database {
         Some(u) => Store::open(u, 1).await?,
@@ -342,6 +395,7 @@ async fn run_backend(
     let disk_bytes = store.disk_bytes(Some(&data.join("log.db"))).await?;
     store.close().await;
     Ok(Report {
+        ab,
         backend,
         explorer: args.explorer,
         entries: total,
@@ -403,6 +457,26 @@ fn print(r: &Report) {
         r.disk_bytes as f64 / r.leaf_bytes as f64,
         r.leaf_bytes as f64 / r.entries as f64
     );
+    for keys in [1, 64] {
+        let runs: Vec<&(usize, f64, Samples)> = r.ab.iter().filter(|a| a.0 == keys).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let mut rates: Vec<f64> = runs.iter().map(|a| a.1).collect();
+        rates.sort_by(f64::total_cmp);
+        let p99: Vec<String> = runs.iter().map(|a| ms(a.2.pct(99.0))).collect();
+        println!(
+            "  lookup-batch-keys = {keys:>2}: median {:.0} lookups/s over {} rounds ({}), p99 {}",
+            rates[rates.len() / 2],
+            rates.len(),
+            rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            p99.join(", ")
+        );
+    }
     println!("server peak RSS   {:.1} MB", r.peak_rss as f64 / 1e6);
     println!(
         "server CPU        {:.2} cores busy during ingest (of 2); sequencer commits {:.0}% of wall time",

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub queue_depth: Option<usize>,
     /// Reader connections to the database (default 4).
     pub read_pool_size: Option<u32>,
+    /// Most keys one coalesced lookup query carries (default 64; 1 turns coalescing off).
+    pub lookup_batch_keys: Option<usize>,
     /// Per-request time limit in seconds (default 60).
     pub request_timeout_secs: Option<u64>,
     /// Most open client connections (default 1024); more are closed at once.
@@ -70,6 +72,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub queue_depth: usize,
     pub read_pool_size: u32,
+    pub lookup_batch_keys: usize,
     pub request_timeout: Duration,
     pub serve: provenix_http::ServeLimits,
     pub explorer: bool,
@@ -162,6 +165,12 @@ impl ServerConfig {
                 "read-pool-size must be 1..=256".into(),
             ));
         }
+        let lookup_batch_keys = self.lookup_batch_keys.unwrap_or(64);
+        if !(1..=1000).contains(&lookup_batch_keys) {
+            return Err(ConfigError::Invalid(
+                "lookup-batch-keys must be 1..=1000 (1 turns lookup coalescing off)".into(),
+            ));
+        }
         let timeout = self.request_timeout_secs.unwrap_or(60);
         if timeout == 0 {
             return Err(ConfigError::Invalid(
@@ -222,6 +231,7 @@ impl ServerConfig {
             max_body_bytes: max_body,
             queue_depth: queue,
             read_pool_size: pool,
+            lookup_batch_keys,
             request_timeout: Duration::from_secs(timeout),
         })
     }
@@ -253,5 +263,6 @@ mod tests {
         assert!(bad("origin = \"a b\"").contains("without spaces"));
         assert!(bad("listne = \"x\"").contains("unknown field"));
         assert!(bad("queue-depth = 0").contains("at least 1"));
+        assert!(bad("lookup-batch-keys = 0").contains("1..=1000"));
     }
 }

@@ -42,6 +42,8 @@ pub struct LogConfig {
     pub builders_refresh: Duration,
     /// Full entry bundles kept in memory.
     pub bundle_cache: usize,
+    /// Most keys one coalesced lookup query carries; 1 runs every lookup on its own.
+    pub lookup_batch_keys: usize,
     /// Witnesses asked to cosign each checkpoint before it is published.
     pub witnesses: Vec<crate::witness::WitnessSpec>,
     /// Time limit of one witness request.
@@ -56,6 +58,7 @@ impl Default for LogConfig {
             max_commit_entries: 4096,
             builders_refresh: Duration::from_millis(500),
             bundle_cache: 64,
+            lookup_batch_keys: 64,
             witnesses: Vec::new(),
             witness_timeout: Duration::from_secs(3),
         }
@@ -175,9 +178,6 @@ struct LookupJob {
     size: u64,
     reply: tokio::sync::oneshot::Sender<Result<Vec<KeyedEntry>, StoreError>>,
 }
-
-/// Most keys one coalesced lookup query carries.
-const LOOKUP_BATCH_KEYS: usize = 64;
 
 /// A handle to the running log. Cheap to clone.
 #[derive(Clone)]
@@ -534,12 +534,13 @@ impl Log {
     /// Stored leaves under `keys` below `size`.
     ///
     /// Concurrent lookups are coalesced: at most `lookup_readers` queries run at once, and when
-    /// a reader is free it takes every lookup queued meanwhile (up to [`LOOKUP_BATCH_KEYS`] keys)
+    /// a reader is free it takes every lookup queued meanwhile (up to `lookup_batch_keys` keys)
     /// into one query, then hands each its own rows. An idle log runs a lookup at once. (Each
     /// query costs a few thread hand-offs in the database driver — for SQLite, about half the
     /// server's CPU per lookup when measured — so under load fewer, larger queries are cheaper.)
     pub async fn lookup(&self, keys: &[String], size: u64) -> Result<Vec<KeyedEntry>, LogError> {
-        if keys.len() >= LOOKUP_BATCH_KEYS {
+        let max_keys = self.inner.config.lookup_batch_keys;
+        if keys.len() >= max_keys {
             return Ok(self.inner.store.lookup(keys, size).await?);
         }
         let (reply, mut rx) = tokio::sync::oneshot::channel();
@@ -569,7 +570,7 @@ impl Log {
                 .iter()
                 .take_while(|j| {
                     n += j.keys.len();
-                    n <= LOOKUP_BATCH_KEYS
+                    n <= max_keys
                 })
                 .count()
                 .max(1)

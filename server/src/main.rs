@@ -248,6 +248,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         LogConfig {
             integrate_interval: s.integrate_interval,
             queue_depth: s.queue_depth,
+            lookup_batch_keys: s.lookup_batch_keys,
             witnesses: s.witnesses.clone(),
             witness_timeout: s.witness_timeout,
             ..LogConfig::default()
