@@ -484,16 +484,26 @@ async fn get_metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
+/// How long `/healthz` waits for the database to answer a trivial query.
+const HEALTH_STORAGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Liveness (always 200 while the process serves: restarting it would not repair a database),
+/// with the storage state: `status` is `degraded` when storage is not `ok`.
 async fn get_healthz(State(st): State<AppState>) -> Response {
     let cp = st.log.checkpoint();
-    (
-        StatusCode::OK,
-        Json(serde_json::json!({
-            "status": "ok",
-            "origin": st.log.signer().name(),
-            "sequenced": st.log.sequenced_size(),
-            "checkpoint": cp.size(),
-        })),
-    )
-        .into_response()
+    let storage = st.log.storage_health(HEALTH_STORAGE_TIMEOUT).await;
+    let mut body = serde_json::json!({
+        "status": if storage == crate::log::StorageHealth::Ok { "ok" } else { "degraded" },
+        "storage": storage.code(),
+        "origin": st.log.signer().name(),
+        "sequenced": st.log.sequenced_size(),
+        "checkpoint": cp.size(),
+    });
+    if let crate::log::StorageHealth::WritesFailing(since) = storage {
+        body["writesFailingSince"] = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .into();
+    }
+    (StatusCode::OK, Json(body)).into_response()
 }

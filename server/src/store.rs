@@ -32,6 +32,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database holds inconsistent data: {0}")]
     Corrupt(String),
+    /// An earlier operation failed (its error was logged where it happened).
+    #[error("{0}")]
+    Failed(String),
     #[error("injected fault ({0})")]
     Injected(&'static str),
     #[error("unsupported database URL {0:?} (want sqlite://PATH or postgres://...)")]
@@ -312,6 +315,19 @@ impl Store {
             }
             Backend::Postgres(p) => p.close().await,
         }
+    }
+
+    /// A trivial query through the read side (health checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite { read, .. } => {
+                sqlx::query("SELECT 1").execute(read).await?;
+            }
+            Backend::Postgres(p) => {
+                sqlx::query("SELECT 1").execute(p).await?;
+            }
+        }
+        Ok(())
     }
 
     /// A metadata value.
