@@ -264,6 +264,9 @@ fn postgres_stopped_under_ingest_then_restarted() {
             for path in [
                 format!("/v1/lookup/{acked_key}"),
                 "/v1/entries/0".to_owned(),
+                "/tile/entries/000.p/1".to_owned(),
+                "/v1/explorer/home".to_owned(),
+                format!("/v1/explorer/search?q={acked_key}"),
             ] {
                 let (r, took) = timed_get(&probe, url, &path).await;
                 assert_503(&r, "storage_unavailable");
@@ -442,6 +445,8 @@ fn full_disk_refuses_writes_and_keeps_serving_reads() {
         assert_eq!(r.status, 200);
         assert_eq!(r.json()["entries"][0]["index"], some);
         let (r, _) = timed_get(&client, &url, &format!("/v1/entries/{some}")).await;
+        assert_eq!(r.status, 200);
+        let (r, _) = timed_get(&client, &url, "/v1/explorer/home").await;
         assert_eq!(r.status, 200);
         let r = send(
             client
