@@ -115,6 +115,25 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, AppError> {
     })
 }
 
+/// Parses a request body that must be the JSON object `what` describes. serde would also take
+/// a struct written as an array of its fields (`[[envelope]]` for `{"entries":[envelope]}`);
+/// the API's bodies are objects, so anything else is `malformed`. Nesting beyond serde_json's
+/// 128 levels is `malformed` too (values in ignored fields and raw envelopes are skipped
+/// without recursion).
+pub(crate) fn json_object<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, AppError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AppError::bad(
+            "malformed",
+            format!("body must be a JSON object ({what})"),
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| AppError::bad("malformed", format!("body must be {what}: {e}")))
+}
+
 fn proof_error(e: ProofError) -> AppError {
     match e {
         ProofError::SizeOutOfRange { .. }
@@ -220,12 +239,7 @@ async fn post_entries(
 ) -> Result<Json<SubmitResponse>, AppError> {
     let wait = wait_param(query.as_deref())?;
     let bytes = read_body(body, st.limits.max_body_bytes).await?;
-    let req: SubmitRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        AppError::bad(
-            "malformed",
-            format!("body must be {{\"entries\":[envelope, …]}}: {e}"),
-        )
-    })?;
+    let req: SubmitRequest = json_object(&bytes, "{\"entries\":[envelope, …]}")?;
     if req.entries.is_empty() {
         return Err(AppError::bad("malformed", "entries is empty"));
     }
@@ -402,8 +416,7 @@ async fn get_lookup(
 
 async fn post_lookup(State(st): State<AppState>, body: Body) -> Result<Response, AppError> {
     let bytes = read_body(body, st.limits.max_body_bytes).await?;
-    let req: BatchLookupRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| AppError::bad("malformed", format!("body must be {{\"keys\":[…]}}: {e}")))?;
+    let req: BatchLookupRequest = json_object(&bytes, "{\"keys\":[…]}")?;
     if req.keys.len() > MAX_LOOKUP_BATCH {
         return Err(AppError::TooLarge(format!(
             "{} keys in one request; the limit is {MAX_LOOKUP_BATCH}",
@@ -484,16 +497,26 @@ async fn get_metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
+/// How long `/healthz` waits for the database to answer a trivial query.
+const HEALTH_STORAGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Liveness (always 200 while the process serves: restarting it would not repair a database),
+/// with the storage state: `status` is `degraded` when storage is not `ok`.
 async fn get_healthz(State(st): State<AppState>) -> Response {
     let cp = st.log.checkpoint();
-    (
-        StatusCode::OK,
-        Json(serde_json::json!({
-            "status": "ok",
-            "origin": st.log.signer().name(),
-            "sequenced": st.log.sequenced_size(),
-            "checkpoint": cp.size(),
-        })),
-    )
-        .into_response()
+    let storage = st.log.storage_health(HEALTH_STORAGE_TIMEOUT).await;
+    let mut body = serde_json::json!({
+        "status": if storage == crate::log::StorageHealth::Ok { "ok" } else { "degraded" },
+        "storage": storage.code(),
+        "origin": st.log.signer().name(),
+        "sequenced": st.log.sequenced_size(),
+        "checkpoint": cp.size(),
+    });
+    if let crate::log::StorageHealth::WritesFailing(since) = storage {
+        body["writesFailingSince"] = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .into();
+    }
+    (StatusCode::OK, Json(body)).into_response()
 }

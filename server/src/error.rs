@@ -16,6 +16,10 @@ pub enum AppError {
     /// 404 with a code and message.
     #[error("{code}: {message}")]
     NotFound { code: &'static str, message: String },
+    /// 408: the request took longer than the per-request time limit (a client sending its
+    /// body too slowly, or a handler waiting too long).
+    #[error("request timed out")]
+    Timeout,
     /// 413: body or batch over the limit.
     #[error("too large: {0}")]
     TooLarge(String),
@@ -55,6 +59,11 @@ impl AppError {
                 (StatusCode::BAD_REQUEST, code, message.clone())
             }
             AppError::NotFound { code, message } => (StatusCode::NOT_FOUND, code, message.clone()),
+            AppError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request took longer than the server's time limit".into(),
+            ),
             AppError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m.clone()),
             AppError::Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,

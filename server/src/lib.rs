@@ -139,11 +139,26 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = api::router(state)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                time_limit(request_timeout, req, next)
+            },
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let stats = std::sync::Arc::new(provenix_http::ServeStats::default());
     provenix_http::serve(listener, app, limits, stats, shutdown).await
+}
+
+/// The per-request time limit: a request (reading its body included) that takes longer gets
+/// 408 `request_timeout` in the API's error format.
+async fn time_limit(
+    limit: Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => error::AppError::Timeout.into_response(),
+    }
 }

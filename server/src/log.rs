@@ -73,7 +73,7 @@ pub enum LogError {
     Overloaded,
     #[error("the log is shutting down")]
     ShuttingDown,
-    #[error("storage unavailable")]
+    #[error("storage unavailable: {0}")]
     Storage(#[from] StoreError),
     #[error("signing failed: {0}")]
     Signing(String),
@@ -170,6 +170,42 @@ struct Inner {
     /// One permit per lookup query in flight.
     lookup_readers: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
+    /// Since when the latest write to storage has been failing (`None`: it succeeded).
+    write_failing: Mutex<Option<std::time::SystemTime>>,
+}
+
+impl Inner {
+    /// Records the outcome of a write to storage (for `/healthz`).
+    fn note_write(&self, ok: bool) {
+        let mut w = self.write_failing.lock().unwrap_or_else(poisoned);
+        if ok {
+            *w = None;
+        } else if w.is_none() {
+            *w = Some(std::time::SystemTime::now());
+        }
+    }
+}
+
+/// What `/healthz` reports about storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageHealth {
+    /// Reads answer and the latest write succeeded.
+    Ok,
+    /// Reads answer but the latest write failed (e.g. a full disk), since this time.
+    WritesFailing(std::time::SystemTime),
+    /// The database does not answer a trivial query within the time limit.
+    Unavailable,
+}
+
+impl StorageHealth {
+    /// The stable code `/healthz` shows.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StorageHealth::Ok => "ok",
+            StorageHealth::WritesFailing(_) => "writes_failing",
+            StorageHealth::Unavailable => "unavailable",
+        }
+    }
 }
 
 /// A lookup waiting for a reader.
@@ -277,6 +313,7 @@ impl Log {
             lookup_queue: Mutex::new(Vec::new()),
             lookup_readers: Arc::new(tokio::sync::Semaphore::new(store_readers)),
             metrics,
+            write_failing: Mutex::new(None),
         });
         let stop = Arc::new(Notify::new());
         let tasks = vec![
@@ -378,6 +415,19 @@ impl Log {
                 mpsc::error::TrySendError::Closed(_) => LogError::ShuttingDown,
             })?;
         rx.await.map_err(|_| LogError::ShuttingDown)?
+    }
+
+    /// The state of storage: a trivial read (bounded by `timeout`) and the outcome of the
+    /// latest write.
+    pub async fn storage_health(&self, timeout: Duration) -> StorageHealth {
+        match tokio::time::timeout(timeout, self.inner.store.ping()).await {
+            Ok(Ok(())) => {}
+            _ => return StorageHealth::Unavailable,
+        }
+        match *self.inner.write_failing.lock().unwrap_or_else(poisoned) {
+            Some(since) => StorageHealth::WritesFailing(since),
+            None => StorageHealth::Ok,
+        }
     }
 
     /// The latest published checkpoint.
@@ -690,11 +740,13 @@ async fn run_sequencer(inner: Arc<Inner>, mut rx: mpsc::Receiver<SeqJob>) {
             match reload(&inner).await {
                 Ok(()) => must_reload = false,
                 Err(e) => {
+                    inner.note_write(false);
                     tracing::error!(error = %e, "storage still failing; refusing submissions");
+                    let why = format!("re-reading the log state failed: {e}");
                     for j in jobs {
-                        let _ = j.reply.send(Err(LogError::Storage(StoreError::Corrupt(
-                            "storage unavailable".into(),
-                        ))));
+                        let _ = j
+                            .reply
+                            .send(Err(LogError::Storage(StoreError::Failed(why.clone()))));
                     }
                     continue;
                 }
@@ -742,6 +794,9 @@ async fn run_sequencer(inner: Arc<Inner>, mut rx: mpsc::Receiver<SeqJob>) {
         };
         match inner.store.append(first_index, &new).await {
             Ok(()) => {
+                if !new.is_empty() {
+                    inner.note_write(true);
+                }
                 {
                     let mut st = inner.state.write().unwrap_or_else(poisoned);
                     for e in &new {
@@ -771,12 +826,14 @@ async fn run_sequencer(inner: Arc<Inner>, mut rx: mpsc::Receiver<SeqJob>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, entries = new.len(), "append failed; will re-read the log state");
+                inner.note_write(false);
                 inner.metrics.storage_errors.inc();
                 must_reload = true;
+                let why = format!("append failed: {e}");
                 for j in jobs {
-                    let _ = j.reply.send(Err(LogError::Storage(StoreError::Corrupt(
-                        "append failed".into(),
-                    ))));
+                    let _ = j
+                        .reply
+                        .send(Err(LogError::Storage(StoreError::Failed(why.clone()))));
                 }
             }
         }
@@ -821,6 +878,7 @@ async fn integrate_once(inner: &Inner) -> Result<(), LogError> {
         .sign(size, root)
         .map_err(|e| LogError::Signing(e.to_string()))?;
     inner.store.put_checkpoint(size, cp.note()).await?;
+    inner.note_write(true);
     let cp = if inner.witnesses.is_empty() {
         cp
     } else {
@@ -879,6 +937,9 @@ async fn run_integrator(inner: Arc<Inner>, stop: Arc<Notify>) {
         }
         last = Instant::now();
         if let Err(e) = integrate_once(&inner).await {
+            if matches!(e, LogError::Storage(_)) {
+                inner.note_write(false);
+            }
             inner.metrics.storage_errors.inc();
             tracing::error!(error = %e, "integration failed; will retry");
         }

@@ -99,8 +99,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(body: Body, what: &str) -> Re
             AppError::bad("malformed", format!("could not read the request body: {e}"))
         }
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| AppError::bad("malformed", format!("body must be {what}: {e}")))
+    crate::api::json_object(&bytes, what)
 }
 
 fn enrollment_error(e: provenix_core::enrollment::EnrollmentError) -> AppError {

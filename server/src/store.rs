@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use provenix_core::merkle::Hash;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions as _, Postgres, QueryBuilder, Row, Sqlite};
+use sqlx::{ConnectOptions as _, Postgres, QueryBuilder, Row, Sqlite, SqliteConnection};
 
 /// A storage failure. The log maps every variant to `503 storage_unavailable` and, after a
 /// failed write, reloads its state from storage (the write may or may not have persisted).
@@ -31,6 +32,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database holds inconsistent data: {0}")]
     Corrupt(String),
+    /// An earlier operation failed (its error was logged where it happened).
+    #[error("{0}")]
+    Failed(String),
     #[error("injected fault ({0})")]
     Injected(&'static str),
     #[error("unsupported database URL {0:?} (want sqlite://PATH or postgres://...)")]
@@ -97,6 +101,103 @@ impl std::fmt::Debug for Store {
 }
 
 const SQLITE_INSERT_CHUNK: usize = 250;
+
+/// A write transaction on SQLite's single writer connection, begun and ended with plain
+/// `BEGIN IMMEDIATE` / `COMMIT` / `ROLLBACK` statements rather than sqlx's `Transaction`.
+///
+/// Why: on some errors — `SQLITE_FULL` (a full disk) among them — SQLite rolls the whole
+/// transaction back by itself. sqlx's `Transaction` does not notice: its `ROLLBACK` then fails,
+/// its transaction depth stays at 1, the next `begin()` on that connection becomes a
+/// `SAVEPOINT` and a later error's `ROLLBACK TO SAVEPOINT` leaves a real transaction open. From
+/// then on every "commit" only released a savepoint: writes were acknowledged that no other
+/// connection saw and a crash would have lost (the full-disk fault test found this). Here a
+/// failed statement or `COMMIT` is followed by `ROLLBACK` (its error ignored: the transaction
+/// may be gone already) and the connection is closed rather than returned to the pool, and a
+/// `BEGIN IMMEDIATE` that fails (the connection is somehow inside a transaction) closes it too.
+/// Closing a connection rolls back whatever it had open; the pool opens a fresh one.
+pub(crate) struct SqliteTx {
+    conn: PoolConnection<Sqlite>,
+    done: bool,
+}
+
+impl SqliteTx {
+    /// Begins a write transaction on a connection of `pool` (the writer pool).
+    pub(crate) async fn begin(pool: &SqlitePool) -> Result<Self, StoreError> {
+        let mut conn = pool.acquire().await?;
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            conn.close_on_drop();
+            return Err(e.into());
+        }
+        Ok(Self { conn, done: false })
+    }
+
+    /// Commits; on failure rolls back and retires the connection.
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        match sqlx::query("COMMIT").execute(&mut *self.conn).await {
+            Ok(_) => {
+                self.done = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.abort().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Rolls back and retires the connection.
+    pub(crate) async fn rollback(mut self) {
+        self.abort().await;
+    }
+
+    async fn abort(&mut self) {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *self.conn).await;
+        self.done = true;
+        self.conn.close_on_drop();
+    }
+}
+
+impl std::ops::Deref for SqliteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for SqliteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        // Dropped without commit (an error between statements): closing rolls back.
+        if !self.done {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// Begins a write transaction the same way on either backend (see [`SqliteTx`] for SQLite).
+pub(crate) trait BeginWrite {
+    type Tx;
+    async fn begin_write(&self) -> Result<Self::Tx, StoreError>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Tx = SqliteTx;
+    async fn begin_write(&self) -> Result<SqliteTx, StoreError> {
+        SqliteTx::begin(self).await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Tx = sqlx::Transaction<'static, Postgres>;
+    async fn begin_write(&self) -> Result<Self::Tx, StoreError> {
+        Ok(self.begin().await?)
+    }
+}
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -219,6 +320,19 @@ impl Store {
         }
     }
 
+    /// A trivial query through the read side (health checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite { read, .. } => {
+                sqlx::query("SELECT 1").execute(read).await?;
+            }
+            Backend::Postgres(p) => {
+                sqlx::query("SELECT 1").execute(p).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A metadata value.
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         let row = match &self.backend {
@@ -278,7 +392,7 @@ impl Store {
         let first = idx_i64(first)?;
         match &self.backend {
             Backend::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
+                let mut tx = SqliteTx::begin(write).await?;
                 for (c, chunk) in entries.chunks(SQLITE_INSERT_CHUNK).enumerate() {
                     let base = first + (c * SQLITE_INSERT_CHUNK) as i64;
                     let mut q =
@@ -305,7 +419,7 @@ impl Store {
                     }
                 }
                 if Faults::take(&self.faults.fail_before_commit) {
-                    tx.rollback().await?;
+                    tx.rollback().await;
                     return Err(StoreError::Injected("before commit"));
                 }
                 tx.commit().await?;
@@ -538,12 +652,16 @@ impl Store {
         let size = idx_i64(size)?;
         match &self.backend {
             Backend::Sqlite { write, .. } => {
+                // In a transaction of its own: a published checkpoint must be durable, and
+                // `BEGIN IMMEDIATE` fails on a connection left inside a transaction.
+                let mut tx = SqliteTx::begin(write).await?;
                 sqlx::query("INSERT INTO checkpoints (size, note, created_at) VALUES (?, ?, ?) ON CONFLICT (size) DO NOTHING")
                     .bind(size)
                     .bind(note)
                     .bind(now_secs())
-                    .execute(write)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
             }
             Backend::Postgres(p) => {
                 sqlx::query("INSERT INTO checkpoints (size, note, created_at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING")
@@ -563,11 +681,13 @@ impl Store {
         let size = idx_i64(size)?;
         match &self.backend {
             Backend::Sqlite { write, .. } => {
+                let mut tx = SqliteTx::begin(write).await?;
                 sqlx::query("UPDATE checkpoints SET note = ? WHERE size = ?")
                     .bind(note)
                     .bind(size)
-                    .execute(write)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
             }
             Backend::Postgres(p) => {
                 sqlx::query("UPDATE checkpoints SET note = $1 WHERE size = $2")
@@ -692,5 +812,95 @@ impl Store {
                 Ok(u64::try_from(n).unwrap_or(0))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn entry(i: u64) -> NewEntry {
+        let leaf = format!("{{\"leaf\":{i},\"pad\":\"{}\"}}", "x".repeat(1000)).into_bytes();
+        NewEntry {
+            leaf_hash: provenix_core::merkle::leaf_hash(&leaf),
+            leaf,
+            keys: vec![format!("k{i}")],
+        }
+    }
+
+    /// Entries another connection sees (what survives this process).
+    async fn durable(path: &Path) -> u64 {
+        Store::open(&Store::sqlite_url_in(path), 1)
+            .await
+            .unwrap()
+            .entry_count()
+            .await
+            .unwrap()
+    }
+
+    async fn limit_pages(store: &Store, extra: i64) {
+        let Backend::Sqlite { write, .. } = &store.backend else {
+            panic!("sqlite")
+        };
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(write)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {}",
+            pages + extra
+        )))
+        .execute(write)
+        .await
+        .unwrap();
+    }
+
+    /// A database that fills up (SQLITE_FULL, here through `max_page_count`) makes SQLite roll
+    /// the transaction back by itself. Every append that returned `Ok` must still be visible to
+    /// another connection, before and after the failure, and appends work again once there is
+    /// room (the writer connection is replaced).
+    #[tokio::test]
+    async fn a_full_database_never_acknowledges_what_it_did_not_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Store::sqlite_url_in(dir.path()), 1)
+            .await
+            .unwrap();
+        let mut acked = 0u64;
+        let mut failures = 0;
+        for round in 0..2 {
+            limit_pages(&store, 6).await;
+            for _ in 0..200 {
+                let first = store.entry_count().await.unwrap();
+                assert_eq!(first, acked, "round {round}");
+                let batch: Vec<NewEntry> = (first..first + 20).map(entry).collect();
+                match store.append(first, &batch).await {
+                    Ok(()) => acked += 20,
+                    Err(_) => {
+                        failures += 1;
+                        break;
+                    }
+                }
+            }
+            assert_eq!(durable(dir.path()).await, acked, "round {round}");
+            // Room again (the new writer connection has no page limit).
+            let first = store.entry_count().await.unwrap();
+            let batch: Vec<NewEntry> = (first..first + 20).map(entry).collect();
+            store.append(first, &batch).await.unwrap();
+            acked += 20;
+            assert_eq!(durable(dir.path()).await, acked, "round {round}");
+            store.put_checkpoint(acked, "note").await.unwrap();
+            assert_eq!(
+                Store::open(&Store::sqlite_url_in(dir.path()), 1)
+                    .await
+                    .unwrap()
+                    .latest_checkpoint()
+                    .await
+                    .unwrap()
+                    .map(|(s, _)| s),
+                Some(acked)
+            );
+        }
+        assert_eq!(failures, 2, "the page limit never filled the database");
     }
 }

@@ -119,8 +119,10 @@ mod tests {
     }
 }
 
-/// A private PostgreSQL cluster on a unix socket in a temp dir (benchmarks, local runs), stopped
-/// on drop. Runs the server as the `postgres` user when we are root (initdb refuses root).
+/// A private PostgreSQL cluster on a unix socket in a temp dir (benchmarks, fault tests, local
+/// runs), stopped on drop. Runs the server as the `postgres` user when we are root (initdb
+/// refuses root). [`PgCluster::stop`] and [`PgCluster::start_again`] take it down and bring it
+/// back on the same socket, for tests of a database outage.
 #[derive(Debug)]
 pub struct PgCluster {
     pub url: String,
@@ -142,7 +144,6 @@ fn pg_bin() -> Option<std::path::PathBuf> {
 impl PgCluster {
     /// Starts a cluster; `None` if PostgreSQL's binaries are not installed.
     pub fn start() -> Option<Self> {
-        use std::process::Command;
         let bin = pg_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("provenix-pg")
@@ -151,50 +152,86 @@ impl PgCluster {
             .keep();
         let as_postgres = unsafe_free_is_root();
         if as_postgres {
-            Command::new("chown")
+            std::process::Command::new("chown")
                 .arg("postgres:")
                 .arg(&dir)
                 .status()
                 .ok()?;
         }
-        let run = |args: &[&str]| {
-            let mut c = if as_postgres {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]);
-                c.arg(bin.join(args[0]));
-                c
-            } else {
-                Command::new(bin.join(args[0]))
-            };
-            c.args(&args[1..]);
-            c.stdout(std::process::Stdio::null());
-            c.status().map(|s| s.success()).unwrap_or(false)
-        };
-        let data = dir.join("data");
-        let (d, sock, log) = (data.to_str()?, dir.to_str()?, dir.join("log"));
-        if !run(&["initdb", "-D", d, "-A", "trust", "-U", "postgres"]) {
-            return None;
-        }
-        let opts = format!("-k {sock} -c listen_addresses='' -c max_connections=300");
-        if !run(&[
-            "pg_ctl",
-            "-D",
-            d,
-            "-l",
-            log.to_str()?,
-            "-w",
-            "-o",
-            &opts,
-            "start",
-        ]) {
-            return None;
-        }
-        Some(Self {
+        let sock = dir.to_str()?.to_owned();
+        let c = Self {
             url: format!("postgres://postgres@localhost/postgres?host={sock}"),
             dir,
             bin,
             as_postgres,
-        })
+        };
+        let data = c.dir.join("data");
+        if !c.run(&[
+            "initdb",
+            "-D",
+            data.to_str()?,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]) {
+            return None;
+        }
+        c.start_again().then_some(c)
+    }
+
+    /// Runs one of PostgreSQL's programs (as `postgres` when we are root); whether it succeeded.
+    fn run(&self, args: &[&str]) -> bool {
+        use std::process::Command;
+        let mut c = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]);
+            c.arg(self.bin.join(args[0]));
+            c
+        } else {
+            Command::new(self.bin.join(args[0]))
+        };
+        c.args(&args[1..]);
+        c.stdout(std::process::Stdio::null());
+        c.status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// (Re)starts the server on the cluster's socket and waits until it accepts connections;
+    /// whether that worked.
+    pub fn start_again(&self) -> bool {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let opts = format!(
+            "-k {} -c listen_addresses='' -c max_connections=300",
+            self.dir.display()
+        );
+        self.run(&[
+            "pg_ctl",
+            "-D",
+            &data.to_string_lossy(),
+            "-l",
+            &log.to_string_lossy(),
+            "-w",
+            "-o",
+            &opts,
+            "start",
+        ])
+    }
+
+    /// Stops the server: `mode` is pg_ctl's `-m` (`fast`: disconnects clients and shuts down
+    /// cleanly; `immediate`: quits at once, as a crash, and recovers from the WAL on the next
+    /// start). Whether that worked.
+    pub fn stop(&self, mode: &str) -> bool {
+        let data = self.dir.join("data");
+        self.run(&[
+            "pg_ctl",
+            "-D",
+            &data.to_string_lossy(),
+            "-m",
+            mode,
+            "-w",
+            "stop",
+        ])
     }
 }
 
@@ -208,21 +245,7 @@ fn unsafe_free_is_root() -> bool {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        let d = self.dir.join("data");
-        let pg_ctl = self.bin.join("pg_ctl");
-        let mut c = if self.as_postgres {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
-            c
-        } else {
-            std::process::Command::new(pg_ctl)
-        };
-        let _ = c
-            .arg("-D")
-            .arg(&d)
-            .args(["-m", "immediate", "stop"])
-            .stdout(std::process::Stdio::null())
-            .status();
+        let _ = self.stop("immediate");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -854,27 +854,28 @@ async fn get_healthz(State(st): State<Arc<Substituter>>) -> Response {
     }))
 }
 
-/// Serves on `listener` until `shutdown` resolves. Panics and slow handlers become 404s.
+/// Serves on `listener` until `shutdown` resolves, through the bounded serving loop
+/// [`provenix_http::serve`] (at most `limits.max_connections` connections, request heads within
+/// `limits.header_read_timeout`, in-flight requests drained at shutdown). Panics and handlers
+/// slower than `request_timeout` become 404s, the only failure Nix takes as "not here".
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<Substituter>,
+    limits: provenix_http::ServeLimits,
+    request_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::NOT_FOUND,
-            Duration::from_secs(60),
+            request_timeout,
         ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| not_found("internal error"),
         ));
-    // Small answers on keep-alive connections: never wait for Nagle.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The loop sets TCP_NODELAY: small answers on keep-alive connections never wait for Nagle.
+    let stats = Arc::new(provenix_http::ServeStats::default());
+    provenix_http::serve(listener, app, limits, stats, shutdown).await
 }
 
 /// Reads and checks a trust file.
@@ -961,7 +962,12 @@ pub async fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
     let st = Arc::new(Substituter::new(quorum, upstreams, key, opts));
     println!("provenix substituter: public key {public}");
     println!("provenix substituter: listening on http://{addr}");
-    serve(listener, st, shutdown_signal()).await?;
+    let limits = provenix_http::ServeLimits {
+        max_connections: sub.max_connections,
+        header_read_timeout: sub.header_timeout,
+        ..provenix_http::ServeLimits::default()
+    };
+    serve(listener, st, limits, sub.request_timeout, shutdown_signal()).await?;
     Ok(())
 }
 

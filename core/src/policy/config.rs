@@ -134,6 +134,14 @@ pub struct SubstituterConfig {
     /// `priority` (default 30): the `Priority` of `/nix-cache-info` (lower is tried first;
     /// cache.nixos.org uses 40).
     pub priority: u32,
+    /// `max-connections` (default 1024): open client connections; more are closed at once.
+    pub max_connections: usize,
+    /// `header-timeout-secs` (default 10): a client must send a request's headers within this
+    /// (also between requests on a kept-alive connection), else it is disconnected.
+    pub header_timeout: Duration,
+    /// `request-timeout-secs` (default 60): the longest time to the first byte of an answer;
+    /// a request that takes longer is answered 404.
+    pub request_timeout: Duration,
 }
 
 // ---- the serde layer: raw values with their spans ----
@@ -205,6 +213,9 @@ struct RawSubstituter {
     max_concurrent_lookups: Option<Spanned<usize>>,
     state_file: Option<Spanned<String>>,
     priority: Option<u32>,
+    max_connections: Option<Spanned<usize>>,
+    header_timeout_secs: Option<Spanned<u64>>,
+    request_timeout_secs: Option<Spanned<u64>>,
 }
 
 /// Builds errors located in one text.
@@ -697,6 +708,29 @@ impl TrustConfig {
             Some(v) => *v.get_ref(),
             None => 32,
         };
+        let positive = |v: Option<u64>, span: Option<Range<usize>>, field, default| match v {
+            Some(0) => Err(cx.at(span.unwrap_or_default(), TrustErrorKind::Zero { field })),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        let max_connections = positive(
+            s.max_connections.as_ref().map(|v| *v.get_ref() as u64),
+            s.max_connections.as_ref().map(Spanned::span),
+            "max-connections",
+            1024,
+        )?;
+        let header_timeout = positive(
+            s.header_timeout_secs.as_ref().map(|v| *v.get_ref()),
+            s.header_timeout_secs.as_ref().map(Spanned::span),
+            "header-timeout-secs",
+            10,
+        )?;
+        let request_timeout = positive(
+            s.request_timeout_secs.as_ref().map(|v| *v.get_ref()),
+            s.request_timeout_secs.as_ref().map(Spanned::span),
+            "request-timeout-secs",
+            60,
+        )?;
         let state_file = match s.state_file {
             Some(f) if f.get_ref().is_empty() => {
                 return Err(cx.at(f.span(), TrustErrorKind::EmptyString("state-file")))
@@ -713,6 +747,9 @@ impl TrustConfig {
             max_concurrent_lookups,
             state_file,
             priority: s.priority.unwrap_or(30),
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            header_timeout: Duration::from_secs(header_timeout),
+            request_timeout: Duration::from_secs(request_timeout),
         })
     }
 }

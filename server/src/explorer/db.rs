@@ -274,7 +274,8 @@ pub async fn write_batch(pools: Pools<'_>, b: &BatchWrite) -> Result<(), StoreEr
     const CHUNK: usize = 500;
     let indexed = i64_of(b.indexed)?.to_string();
     on_db!(pools, write, |c, Db| {
-        let mut tx = c.begin().await?;
+        // Not sqlx's `Transaction` on SQLite: see `store::SqliteTx`.
+        let mut tx = crate::store::BeginWrite::begin_write(c).await?;
         for chunk in b.claims.chunks(CHUNK) {
             let mut q =
                 QueryBuilder::<Db>::new(format!("INSERT INTO explorer_claims ({CLAIM_COLUMNS}) "));

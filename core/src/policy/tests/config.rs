@@ -47,6 +47,9 @@ log-timeout-ms = 500
 max-concurrent-lookups = 4
 state-file = "/var/lib/provenix/state.json"
 priority = 10
+max-connections = 64
+header-timeout-secs = 5
+request-timeout-secs = 30
 "#;
 
 /// The smallest valid file.
@@ -137,6 +140,9 @@ fn full_file() {
     assert_eq!(s.negative_ttl, Duration::ZERO);
     assert_eq!(s.log_timeout, Duration::from_millis(500));
     assert_eq!(s.max_concurrent_lookups, 4);
+    assert_eq!(s.max_connections, 64);
+    assert_eq!(s.header_timeout, Duration::from_secs(5));
+    assert_eq!(s.request_timeout, Duration::from_secs(30));
     assert_eq!(
         s.state_file.as_deref(),
         Some("/var/lib/provenix/state.json")
@@ -162,6 +168,9 @@ fn defaults() {
     assert_eq!(s.max_concurrent_lookups, 32);
     assert_eq!(s.state_file, None);
     assert_eq!(s.priority, 30);
+    assert_eq!(s.max_connections, 1024);
+    assert_eq!(s.header_timeout, Duration::from_secs(10));
+    assert_eq!(s.request_timeout, Duration::from_secs(60));
 }
 
 #[test]
@@ -713,6 +722,16 @@ fn substituter_errors() {
             field: "max-concurrent-lookups"
         }
     );
+    for field in [
+        "max-connections",
+        "header-timeout-secs",
+        "request-timeout-secs",
+    ] {
+        assert_eq!(
+            err_at(&with(&format!("{base}\n{field} = 0")), "0\n", 0),
+            Zero { field }
+        );
+    }
     assert_eq!(
         err_at(&with(&format!("{base}\nlog-timeout-ms = 0")), "0\n", 0),
         Zero {
