@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole provenix test suite, exactly as CI runs it:
 #   formatting, clippy (warnings denied), and every test with the real tools required
-#   (Nix, swtpm, PostgreSQL, Python cross-checkers) -- nothing skipped.
+#   (Nix, swtpm, PostgreSQL, Python cross-checkers) -- nothing skipped -- then a short run of
+#   every fuzz target (scripts/fuzz.sh).
 # Installs what the tests need when missing (Debian packages via apt-get, PyPI packages in a
 # venv under target/), starts a private PostgreSQL cluster for the run and stops it after.
 set -euo pipefail
@@ -26,6 +27,7 @@ command -v chromium    >/dev/null 2>&1 || need+=(chromium)
 [ -e /usr/include/lzma.h ]              || need+=(liblzma-dev)   # xz NARs (substituter)
 [ -e /usr/include/bzlib.h ]             || need+=(libbz2-dev)    # bzip2 NARs (substituter)
 command -v python3     >/dev/null 2>&1 || need+=(python3)       # static upstream caches in tests
+command -v c++         >/dev/null 2>&1 || need+=(g++)           # libFuzzer (fuzz smoke)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
   say "installing ${need[*]}"
@@ -67,4 +69,8 @@ cargo build --workspace --bins --all-features
 say "running tests"
 cargo nextest run --workspace --all-features --profile ci "$@"
 cargo test --workspace --all-features --doc -q
+# Fuzz smoke: every target of fuzz/ built and run briefly (docs/fuzzing.md); installs cargo-fuzz
+# when missing. FUZZ_SMOKE_SECONDS sets the seconds per target.
+say "fuzz smoke (${FUZZ_SMOKE_SECONDS:-15} s per target)"
+scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-15}"
 say "all tests passed"

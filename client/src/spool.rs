@@ -43,8 +43,8 @@ use std::io::{self, BufRead as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+mod record;
+pub use record::{journal_lines, HookRecord, PendingRecord};
 
 /// Subdirectory of hook records.
 pub const INCOMING: &str = "incoming";
@@ -61,28 +61,6 @@ pub const FAILED: &str = "failed";
 
 /// Largest pending batch file read back (1000 entries of at most 64 KiB, plus framing).
 const MAX_BATCH_BYTES: u64 = 80 << 20;
-
-/// What `provenix hook` records for one finished build. Written by the hook from Nix's
-/// environment: trusted local data, but still parsed strictly by `push`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HookRecord {
-    /// Record format version (1).
-    pub v: u32,
-    /// `$DRV_PATH`.
-    pub drv_path: String,
-    /// `$OUT_PATHS` split on spaces (empty on Nix 2.8.0, which never fills it).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub out_paths: Vec<String>,
-    /// `$NIX_REMOTE` when set: the store the build ran in, so `push` queries the same one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store: Option<String>,
-    /// When the hook ran (the outputs were registered just before): Unix time in ns.
-    pub finished_ns: u64,
-    /// When the build started, if known (creation time of Nix's build log): Unix time in ns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_ns: Option<u64>,
-}
 
 /// `fsync` a directory, making renames and unlinks in it durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -166,20 +144,6 @@ fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         ));
     }
     Ok(out)
-}
-
-/// One prepared entry: a claim, its counter and the signed envelope, exactly as submitted.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PendingRecord {
-    /// Hex SHA-256 of the claim (the statement without counter and times).
-    pub claim: String,
-    /// The builder counter in the envelope.
-    pub counter: u64,
-    /// The derivation (for messages).
-    pub drv: String,
-    /// The canonical DSSE envelope (the log leaf).
-    pub envelope: Box<RawValue>,
 }
 
 /// A pending batch file and its records.
@@ -266,15 +230,10 @@ pub fn counts(dir: &Path) -> Result<SpoolCounts, SpoolError> {
     Ok(c)
 }
 
-/// The non-empty lines of a journal. A last line without its newline was torn by a crash
-/// mid-write: it is returned as is (and fails to parse).
+/// The non-empty lines of a journal file (see [`journal_lines`]).
 fn read_lines(path: &Path) -> Result<Vec<String>, SpoolError> {
     let bytes = read_bounded(path, MAX_JOURNAL_BYTES).map_err(io_err(path))?;
-    Ok(bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .collect())
+    Ok(journal_lines(&bytes))
 }
 
 fn cursor_path(journal: &Path) -> PathBuf {
@@ -457,15 +416,7 @@ impl Spool {
                 if out.len() >= limit {
                     break;
                 }
-                let parsed = serde_json::from_str::<HookRecord>(&raw)
-                    .map_err(|e| format!("not a hook record: {e}"))
-                    .and_then(|r| {
-                        if r.v == 1 {
-                            Ok(r)
-                        } else {
-                            Err(format!("unknown hook record version {}", r.v))
-                        }
-                    });
+                let parsed = HookRecord::parse(&raw);
                 out.push(IncomingRecord {
                     id: RecordId {
                         journal: journal.clone(),
@@ -567,11 +518,7 @@ impl Spool {
         let mut bad = Vec::new();
         for p in list(&self.dir.join(PENDING), ".batch")? {
             let bytes = read_bounded(&p, MAX_BATCH_BYTES).map_err(io_err(&p))?;
-            let parsed: Result<Vec<PendingRecord>, String> = bytes
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_slice(l).map_err(|e| e.to_string()))
-                .collect();
+            let parsed = PendingRecord::parse_batch(&bytes);
             match parsed {
                 Ok(records) => out.push(PendingBatch { path: p, records }),
                 Err(e) => {
@@ -712,6 +659,7 @@ impl DeliveredIndex {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use serde_json::value::RawValue;
 
     fn rec(n: u64) -> HookRecord {
         HookRecord {

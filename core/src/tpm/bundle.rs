@@ -156,6 +156,13 @@ impl QuoteBundle {
             let hash: HashAlg = bank
                 .parse()
                 .map_err(|e| BundleError::Annotations(format!("pcrs: {e}")))?;
+            // A bank is listed only with values: an empty one would give a second encoding of
+            // the same bundle (found by the `tpm_bundle` fuzz target).
+            if values.is_empty() {
+                return Err(BundleError::Annotations(format!(
+                    "pcrs.{bank}: a bank with no PCR values"
+                )));
+            }
             for (idx, v) in values {
                 let index = idx
                     .parse::<u8>()

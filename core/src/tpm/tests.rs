@@ -599,6 +599,26 @@ fn entry_quote_binds_the_trace_digest() {
     );
 }
 
+/// Fuzz regression (`tpm_bundle`): an empty PCR bank was accepted and dropped, so two
+/// different descriptors read as the same bundle. The crashing input, minimized by hand.
+#[test]
+fn descriptor_refuses_an_empty_pcr_bank() {
+    let input: &[u8] = br#"{"name":"tpm2-quote","digest":{"sha256":"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"},"mediaType":"application/vnd.provenix.tpm2-quote+json","annotations":{"version":1,"attest":"eA==","signature":"","akPublic":"","pcrs":{"sha1":{"0":"0000000000000000000000000000000000000000"},"sha256":{}}}}"#;
+    let d: crate::entry::ResourceDescriptor = serde_json::from_slice(input).unwrap();
+    assert_eq!(
+        QuoteBundle::from_descriptor(&d).unwrap_err(),
+        BundleError::Annotations("pcrs.sha256: a bank with no PCR values".into())
+    );
+    // Without the empty bank it reads, and writes back the same annotations.
+    let mut d = d;
+    d.annotations["pcrs"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sha256");
+    let b = QuoteBundle::from_descriptor(&d).unwrap();
+    assert_eq!(b.to_descriptor().annotations, d.annotations);
+}
+
 #[test]
 fn descriptor_is_strict() {
     let b = sample_bundle();
