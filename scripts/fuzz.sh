@@ -22,7 +22,7 @@ say() { printf '\n==> %s\n' "$*"; }
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   say "installing cargo-fuzz"
-  cargo install cargo-fuzz --locked
+  cargo install cargo-fuzz --locked --version 0.13.2
 fi
 
 want=${FUZZ_TOOLCHAIN:-}

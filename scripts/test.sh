@@ -70,7 +70,8 @@ say "running tests"
 cargo nextest run --workspace --all-features --profile ci "$@"
 cargo test --workspace --all-features --doc -q
 # Fuzz smoke: every target of fuzz/ built and run briefly (docs/fuzzing.md); installs cargo-fuzz
-# when missing. FUZZ_SMOKE_SECONDS sets the seconds per target.
+# when missing. FUZZ_SMOKE_SECONDS sets the seconds per target; the stable toolchain (what CI has)
+# unless FUZZ_TOOLCHAIN says otherwise.
 say "fuzz smoke (${FUZZ_SMOKE_SECONDS:-15} s per target)"
-scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-15}"
+FUZZ_TOOLCHAIN="${FUZZ_TOOLCHAIN:-stable}" scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-15}"
 say "all tests passed"
