@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::procfs::{cpu_secs, dir_bytes, status_bytes};
 use provenix::logclient::LogClient;
 use provenix_core::api::SubmitResult;
 use provenix_core::checkpoint::LogVerifier;
@@ -49,42 +50,6 @@ struct Run {
     peak_rss: u64,
     server_cpu: f64,
     audit_cpu: f64,
-}
-
-fn proc_field(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
-/// utime + stime of a process (with its waited-for children), in seconds.
-fn proc_cpu(pid: u32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (get(11) + get(12)) / 100.0
-}
-
-fn dir_bytes(p: &std::path::Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(std::fs::Metadata::is_file)
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// Ingests `to - from` new entries, spread over the builders, and waits until a checkpoint
@@ -190,7 +155,7 @@ fn audit(
     server_pid: u32,
     fetch_ahead: usize,
 ) -> anyhow::Result<Run> {
-    let cpu0 = proc_cpu(server_pid);
+    let cpu0 = cpu_secs(server_pid);
     let t0 = Instant::now();
     let mut child = std::process::Command::new(provenix_e2e::bin("provenix"))
         .args(["audit", "--json", "--config"])
@@ -212,9 +177,9 @@ fn audit(
         let (stop, peak, cpu) = (stop.clone(), peak.clone(), cpu.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let rss = proc_field(pid, "VmHWM:");
+                let rss = status_bytes(pid, "VmHWM:");
                 peak.fetch_max(rss, Ordering::Relaxed);
-                let c = (proc_cpu(pid) * 100.0) as u64;
+                let c = (cpu_secs(pid) * 100.0) as u64;
                 cpu.fetch_max(c, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -240,7 +205,7 @@ fn audit(
         entries,
         secs,
         peak_rss: peak.load(Ordering::Relaxed),
-        server_cpu: proc_cpu(server_pid) - cpu0,
+        server_cpu: cpu_secs(server_pid) - cpu0,
         audit_cpu: cpu.load(Ordering::Relaxed) as f64 / 100.0,
     })
 }

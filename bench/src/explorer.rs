@@ -428,17 +428,7 @@ async fn run_backend(
             .await?,
         );
     }
-    let peak_rss = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-        })
-        .unwrap_or(0)
-        * 1024;
+    let peak_rss = crate::procfs::status_bytes(server.child.id(), "VmHWM:");
     anyhow::ensure!(server.terminate(), "provenixd did not stop cleanly");
     let store = match &database {
         Some(u) => Store::open(u, 1).await?,
@@ -506,17 +496,10 @@ pub fn run(args: ExplorerArgs) -> anyhow::Result<()> {
                 cluster.url.clone()
             }
         };
-        let db = rt.block_on(async {
-            use sqlx::Connection as _;
-            let mut c = sqlx::PgConnection::connect(&admin).await?;
-            sqlx::query("DROP DATABASE IF EXISTS provenix_bench_explorer")
-                .execute(&mut c)
-                .await?;
-            sqlx::query("CREATE DATABASE provenix_bench_explorer")
-                .execute(&mut c)
-                .await?;
-            anyhow::Ok(admin.replacen("/postgres?", "/provenix_bench_explorer?", 1))
-        })?;
+        let db = rt.block_on(crate::procfs::fresh_database(
+            &admin,
+            "provenix_bench_explorer",
+        ))?;
         rt.block_on(run_backend("postgres", Some(db), &args, &envs))?;
     }
     println!(

@@ -19,6 +19,7 @@ use provenix_e2e::pg::PgCluster;
 use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
 use provenix_server::store::Store;
 
+use crate::procfs::{cpu_secs, status_bytes};
 use crate::stats::{ms, Samples};
 
 /// Options of `provenix-bench ingest`.
@@ -75,31 +76,6 @@ struct Report {
     leaf_bytes: u64,
     peak_rss: u64,
     commit_share: f64,
-}
-
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
-/// utime + stime of a process, in seconds.
-fn proc_cpu(pid: u32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 fn metric_sum(text: &str, name: &str) -> f64 {
@@ -244,7 +220,7 @@ async fn run_backend(
     };
 
     let overloaded = Arc::new(AtomicU64::new(0));
-    let cpu0 = proc_cpu(pid);
+    let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for client_envs in envs {
@@ -287,7 +263,7 @@ async fn run_backend(
         acks.extend(t.await?);
     }
     let ingest = t0.elapsed();
-    let cpu_ingest = proc_cpu(pid) - cpu0;
+    let cpu_ingest = cpu_secs(pid) - cpu0;
     // Wait for the last checkpoint, then stop the watcher.
     let client = LogClient::new(&server.url, Duration::from_secs(10))?;
     loop {
@@ -345,7 +321,7 @@ async fn run_backend(
         found.len()
     );
     let lt0 = Instant::now();
-    let (scpu0, ccpu0) = (proc_cpu(pid), proc_cpu(std::process::id()));
+    let (scpu0, ccpu0) = (cpu_secs(pid), cpu_secs(std::process::id()));
     let lat = lookup_load(
         &server.url,
         total,
@@ -354,9 +330,9 @@ async fn run_backend(
     )
     .await?;
     let lookup_secs = lt0.elapsed().as_secs_f64();
-    let server_cpu_lookup = (proc_cpu(pid) - scpu0) / lookup_secs;
-    let client_cpu_lookup = (proc_cpu(std::process::id()) - ccpu0) / lookup_secs;
-    let peak_rss = proc_status(pid, "VmHWM:");
+    let server_cpu_lookup = (cpu_secs(pid) - scpu0) / lookup_secs;
+    let client_cpu_lookup = (cpu_secs(std::process::id()) - ccpu0) / lookup_secs;
+    let peak_rss = status_bytes(pid, "VmHWM:");
     anyhow::ensure!(server.terminate(), "provenixd did not stop cleanly");
 
     // Lookup coalescing on and off, alternating restarts of the same log (side by side).
@@ -507,17 +483,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
                 cluster.url.clone()
             }
         };
-        let db = rt.block_on(async {
-            use sqlx::Connection as _;
-            let mut c = sqlx::PgConnection::connect(&admin).await?;
-            sqlx::query("DROP DATABASE IF EXISTS provenix_bench")
-                .execute(&mut c)
-                .await?;
-            sqlx::query("CREATE DATABASE provenix_bench")
-                .execute(&mut c)
-                .await?;
-            anyhow::Ok(admin.replacen("/postgres?", "/provenix_bench?", 1))
-        })?;
+        let db = rt.block_on(crate::procfs::fresh_database(&admin, "provenix_bench"))?;
         reports.push(rt.block_on(run_backend("postgres", Some(db), &args, &envs))?);
         print(reports.last().unwrap());
     }

@@ -14,6 +14,7 @@ mod audit;
 mod explorer;
 mod hook;
 mod ingest;
+mod procfs;
 mod push;
 mod soak;
 mod stats;

@@ -18,6 +18,7 @@ use provenix_core::checkpoint::LogVerifier;
 use provenix_e2e::gen;
 use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
 
+use crate::procfs::{dir_bytes, status_bytes};
 use crate::stats::{ms, Samples};
 
 /// Options of `provenix-bench soak`.
@@ -53,32 +54,6 @@ struct Window {
     overloaded: u64,
     lookups: Vec<Duration>,
     rss: Vec<u64>,
-}
-
-fn proc_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
-fn dir_bytes(p: &std::path::Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-                    _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 struct Shared {
@@ -216,7 +191,7 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
         let mut last_print = Instant::now();
         while shared.t0.elapsed() < total {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            let rss = proc_rss(pid);
+            let rss = status_bytes(pid, "VmRSS:");
             shared.with(|win| win.rss.push(rss));
             if last_print.elapsed() >= Duration::from_secs(60) {
                 last_print = Instant::now();
