@@ -101,6 +101,23 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A current-thread tokio runtime, for a test's occasional async call.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `GET url` on a fresh current-thread runtime: the status and the body as text.
+pub fn get(url: &str) -> (u16, String) {
+    rt().block_on(async {
+        let r = reqwest::get(url).await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.text().await.unwrap())
+    })
+}
+
 /// SIGKILLs every process in process group `pgid` (a test's own group of background servers).
 /// Refuses group ids ≤ 1, which would mean "every process we may signal".
 pub fn kill_process_group(pgid: u32) {

@@ -21,21 +21,7 @@ use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
 use provenix_e2e::substituter::{client_build, copy_to_cache, proxy_key, Proxy, StaticServer};
 use provenix_e2e::swtpm::{Swtpm, TpmState};
 use provenix_e2e::{bin, ci, require_tool};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn get(url: &str) -> (u16, String) {
-    rt().block_on(async {
-        let r = reqwest::get(url).await.unwrap();
-        let s = r.status().as_u16();
-        (s, r.text().await.unwrap())
-    })
-}
+use provenix_e2e::{get, rt};
 
 /// Whether this `provenix` has the `tpm` feature (else: fail in CI, skip otherwise).
 fn attest_built() -> bool {

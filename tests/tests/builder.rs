@@ -16,15 +16,9 @@ use provenix_core::entry::Entry;
 use provenix_core::nix::{NixPublicKey, StorePath};
 use provenix_e2e::nix::{show, unique, write_test_expr, Builder, Store};
 use provenix_e2e::require_tool;
+use provenix_e2e::rt;
 use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
 use sha2::{Digest, Sha256};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Entries under `key` in `log`, inclusion-verified against the log's signed checkpoint, once
 /// at least `want` are integrated (waits up to 15 s). Also returns the checkpoint size.
