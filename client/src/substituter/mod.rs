@@ -445,15 +445,26 @@ impl Substituter {
         else {
             return (NarHash::from_bytes([0; 32]), Err("not servable".into()));
         };
-        let stream = match self.upstreams.nar(up, *nar_hash, *nar_size).await {
-            Ok(s) => s,
+        // Compressed NAR files are not much larger than the NAR; anything far larger is refused.
+        let max_file = nar_size.saturating_add(nar_size / 8).saturating_add(64 << 10);
+        let file = match self.upstreams.nar_file(up, max_file).await {
+            Ok(f) => f,
             Err(e) => {
                 self.metrics.upstream_errors.inc();
                 tracing::warn!(hash = %r.hash, error = %e, "upstream NAR failed");
                 return (*nar_hash, Err(format!("upstream NAR: {e}")));
             }
         };
-        match upstream::collect(stream, *nar_size).await {
+        // Decompressing and hashing a NAR of up to 1 MiB takes milliseconds of CPU: on the
+        // blocking pool, so that narinfo answers on the async workers do not queue behind it.
+        let compression = up.narinfo.compression().to_owned();
+        let (want, size) = (*nar_hash, *nar_size);
+        let checked = tokio::task::spawn_blocking(move || {
+            upstream::check_nar_file(&compression, &file, want, size)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("checking the NAR failed: {e}")));
+        match checked {
             Ok(bytes) => (*nar_hash, Ok(bytes)),
             Err(e) => {
                 self.metrics.nar_hash_mismatches.inc();

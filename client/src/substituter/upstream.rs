@@ -162,6 +162,32 @@ impl Upstreams {
         expected: NarHash,
         size: u64,
     ) -> Result<VerifiedNar, String> {
+        let resp = self.nar_response(info).await?;
+        let raw = tokio_util::io::StreamReader::new(resp.bytes_stream().map_err(io::Error::other));
+        let reader = decompressor(info.narinfo.compression(), raw)?;
+        Ok(verified(reader, expected, size))
+    }
+
+    /// The NAR file of `info` as the upstream stores it (compressed), read whole into memory:
+    /// for small NARs, checked afterwards with [`check_nar_file`] off the async workers. Refuses
+    /// a file of more than `max` bytes.
+    pub async fn nar_file(&self, info: &UpstreamNarInfo, max: u64) -> Result<Bytes, String> {
+        let mut resp = self.nar_response(info).await?;
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(format!("NAR file larger than {max} bytes"));
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(format!("NAR file larger than {max} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// The 200 response for the NAR of `info`: same origin as its upstream, or an error.
+    async fn nar_response(&self, info: &UpstreamNarInfo) -> Result<reqwest::Response, String> {
         let base = self
             .bases
             .get(info.upstream)
@@ -183,10 +209,57 @@ impl Upstreams {
         if resp.status().as_u16() != 200 {
             return Err(format!("{url}: HTTP {}", resp.status().as_u16()));
         }
-        let raw = tokio_util::io::StreamReader::new(resp.bytes_stream().map_err(io::Error::other));
-        let reader = decompressor(info.narinfo.compression(), raw)?;
-        Ok(verified(reader, expected, size))
+        Ok(resp)
     }
+}
+
+/// Decompresses a NAR file held in memory and checks it against the agreed hash and size: the
+/// NAR's bytes if both match, else why not (the same reasons [`verified`] gives). CPU-bound
+/// (decompression and SHA-256): run it on a blocking thread, not on the async workers, so that
+/// serving narinfos is never queued behind it.
+pub fn check_nar_file(
+    compression: &str,
+    file: &[u8],
+    expected: NarHash,
+    size: u64,
+) -> Result<Bytes, String> {
+    use std::io::Read as _;
+    let reader: Box<dyn io::Read + '_> = match compression {
+        "none" => Box::new(file),
+        // xz's own CRC64 is skipped: the SHA-256 below checks every byte anyway.
+        "xz" => Box::new(liblzma::bufread::XzDecoder::new_stream(
+            file,
+            liblzma::stream::Stream::new_stream_decoder(u64::MAX, liblzma::stream::IGNORE_CHECK)
+                .map_err(|e| format!("upstream NAR: {e}"))?,
+        )),
+        "zstd" => Box::new(
+            zstd::stream::read::Decoder::with_buffer(file).map_err(|e| format!("upstream NAR: {e}"))?,
+        ),
+        "bzip2" => Box::new(bzip2::read::BzDecoder::new(file)),
+        other => return Err(format!("unsupported upstream compression {other:?}")),
+    };
+    let cap = usize::try_from(size).unwrap_or(usize::MAX).min(64 << 20);
+    let mut out = Vec::with_capacity(cap);
+    reader
+        .take(size.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| format!("upstream NAR: {e}"))?;
+    if out.len() as u64 > size {
+        return Err(format!(
+            "upstream NAR is longer than the agreed {size} bytes"
+        ));
+    }
+    let got = NarHash::from_bytes(Sha256::digest(&out).into());
+    if out.len() as u64 != size || got != expected {
+        return Err(format!(
+            "upstream NAR does not match: {} bytes with hash {} (expected {} bytes with hash {})",
+            out.len(),
+            got.to_nix32_prefixed(),
+            size,
+            expected.to_nix32_prefixed()
+        ));
+    }
+    Ok(Bytes::from(out))
 }
 
 /// A reader of the decompressed NAR.
@@ -362,5 +435,50 @@ mod tests {
             assert_eq!(&got[..], &data[..], "{c}");
         }
         assert!(decompressor("lz5", std::io::Cursor::new(vec![])).is_err());
+    }
+
+    #[test]
+    fn a_nar_file_in_memory_is_decompressed_and_checked() {
+        use std::io::Read as _;
+        let data = b"nix-archive-1 pretend".repeat(1000);
+        let (want, size) = (nar_hash(&data), data.len() as u64);
+        let mut xz = Vec::new();
+        liblzma::read::XzEncoder::new(&data[..], 6)
+            .read_to_end(&mut xz)
+            .unwrap();
+        let zst = zstd::encode_all(&data[..], 3).unwrap();
+        let mut bz = Vec::new();
+        bzip2::read::BzEncoder::new(&data[..], bzip2::Compression::fast())
+            .read_to_end(&mut bz)
+            .unwrap();
+        for (c, file) in [
+            ("xz", &xz),
+            ("zstd", &zst),
+            ("bzip2", &bz),
+            ("none", &data),
+        ] {
+            assert_eq!(
+                &check_nar_file(c, file, want, size).unwrap()[..],
+                &data[..],
+                "{c}"
+            );
+            // Another NAR, a shorter or a longer one: refused, with the reason.
+            let other = nar_hash(b"other");
+            let e = check_nar_file(c, file, other, size).unwrap_err();
+            assert!(e.starts_with("upstream NAR does not match"), "{c}: {e}");
+            let e = check_nar_file(c, file, want, size + 1).unwrap_err();
+            assert!(e.starts_with("upstream NAR does not match"), "{c}: {e}");
+            let e = check_nar_file(c, file, want, size - 1).unwrap_err();
+            assert!(e.starts_with("upstream NAR is longer"), "{c}: {e}");
+        }
+        // A damaged file: an error, not a panic.
+        let mut bad = xz.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xff;
+        assert!(check_nar_file("xz", &bad, want, size).is_err());
+        assert!(check_nar_file("xz", &xz[..xz.len() / 2], want, size).is_err());
+        assert!(check_nar_file("lz5", &data, want, size)
+            .unwrap_err()
+            .contains("unsupported"));
     }
 }
