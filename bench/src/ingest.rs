@@ -53,6 +53,14 @@ pub struct IngestArgs {
     /// (`lookup-batch-keys = 1`) and on (64), alternating, each on a restarted server.
     #[arg(long, default_value_t = 0)]
     lookup_ab: usize,
+    /// The server's `read-pool-size` (default: the server's own default).
+    #[arg(long)]
+    read_pool_size: Option<u32>,
+    /// `shared_buffers` of the private PostgreSQL cluster (default: 2 KiB per entry, about the
+    /// working set: leaves, keys and indexes take ~1.6 KB per entry; PostgreSQL's own default of
+    /// `128MB` leaves most lookups reading pages through the kernel).
+    #[arg(long)]
+    pg_shared_buffers: Option<String>,
 }
 
 struct Report {
@@ -171,7 +179,11 @@ async fn run_backend(
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("log");
     let config = dir.path().join("server.toml");
-    std::fs::write(&config, format!("explorer = {}\n", args.explorer))?;
+    let base_config = match args.read_pool_size {
+        Some(n) => format!("explorer = {}\nread-pool-size = {n}\n", args.explorer),
+        None => format!("explorer = {}\n", args.explorer),
+    };
+    std::fs::write(&config, &base_config)?;
     let opts = ServerOpts {
         database: database.clone(),
         config: Some(config.clone()),
@@ -342,7 +354,7 @@ async fn run_backend(
             let keys = if round % 2 == 0 { 1 } else { 64 };
             std::fs::write(
                 &config,
-                format!("explorer = {}\nlookup-batch-keys = {keys}\n", args.explorer),
+                format!("{base_config}lookup-batch-keys = {keys}\n"),
             )?;
             let mut s = Provenixd::start(&data, &opts);
             let lat = lookup_load(&s.url, total, args.lookup_clients, 2.0).await?;
@@ -478,7 +490,11 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         let admin = match &args.postgres_url {
             Some(u) => u.clone(),
             None => {
-                cluster = PgCluster::start()
+                let buffers = args.pg_shared_buffers.clone().unwrap_or_else(|| {
+                    format!("{}MB", (args.entries * 2048 / (1 << 20)).max(128))
+                });
+                eprintln!("[postgres] private cluster with shared_buffers = {buffers}");
+                cluster = PgCluster::start_with(&[&format!("shared_buffers={buffers}")])
                     .context("cannot start a private PostgreSQL (is postgresql installed?)")?;
                 cluster.url.clone()
             }

@@ -126,6 +126,8 @@ mod tests {
 #[derive(Debug)]
 pub struct PgCluster {
     pub url: String,
+    /// Extra `-c name=value` settings the server runs with.
+    settings: Vec<String>,
     dir: std::path::PathBuf,
     bin: std::path::PathBuf,
     as_postgres: bool,
@@ -144,6 +146,11 @@ fn pg_bin() -> Option<std::path::PathBuf> {
 impl PgCluster {
     /// Starts a cluster; `None` if PostgreSQL's binaries are not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a cluster whose server runs with these extra settings (`"shared_buffers=2GB"`).
+    pub fn start_with(settings: &[&str]) -> Option<Self> {
         let bin = pg_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("provenix-pg")
@@ -161,6 +168,7 @@ impl PgCluster {
         let sock = dir.to_str()?.to_owned();
         let c = Self {
             url: format!("postgres://postgres@localhost/postgres?host={sock}"),
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
             dir,
             bin,
             as_postgres,
@@ -201,10 +209,13 @@ impl PgCluster {
     pub fn start_again(&self) -> bool {
         let data = self.dir.join("data");
         let log = self.dir.join("log");
-        let opts = format!(
+        let mut opts = format!(
             "-k {} -c listen_addresses='' -c max_connections=300",
             self.dir.display()
         );
+        for s in &self.settings {
+            opts.push_str(&format!(" -c {s}"));
+        }
         self.run(&[
             "pg_ctl",
             "-D",
