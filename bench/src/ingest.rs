@@ -490,9 +490,10 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         let admin = match &args.postgres_url {
             Some(u) => u.clone(),
             None => {
-                let buffers = args.pg_shared_buffers.clone().unwrap_or_else(|| {
-                    format!("{}MB", (args.entries * 2048 / (1 << 20)).max(128))
-                });
+                let buffers = args
+                    .pg_shared_buffers
+                    .clone()
+                    .unwrap_or_else(|| format!("{}MB", (args.entries * 2048 / (1 << 20)).max(128)));
                 eprintln!("[postgres] private cluster with shared_buffers = {buffers}");
                 cluster = PgCluster::start_with(&[&format!("shared_buffers={buffers}")])
                     .context("cannot start a private PostgreSQL (is postgresql installed?)")?;

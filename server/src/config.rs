@@ -31,7 +31,8 @@ pub struct ServerConfig {
     pub max_body_bytes: Option<usize>,
     /// Submission requests waiting for the sequencer before new ones get 503 (default 256).
     pub queue_depth: Option<usize>,
-    /// Reader connections to the database (default 4).
+    /// Reader connections to the database (default 4; on PostgreSQL at most the number of
+    /// cores).
     pub read_pool_size: Option<u32>,
     /// Most keys one coalesced lookup query carries (default 64; 1 turns coalescing off).
     pub lookup_batch_keys: Option<usize>,
@@ -71,7 +72,8 @@ pub struct Settings {
     pub integrate_interval: Duration,
     pub max_body_bytes: usize,
     pub queue_depth: usize,
-    pub read_pool_size: u32,
+    /// `None`: [`crate::default_read_pool`] for the database in use.
+    pub read_pool_size: Option<u32>,
     pub lookup_batch_keys: usize,
     pub request_timeout: Duration,
     pub serve: provenix_http::ServeLimits,
@@ -159,8 +161,8 @@ impl ServerConfig {
                 "queue-depth must be at least 1".into(),
             ));
         }
-        let pool = self.read_pool_size.unwrap_or(4);
-        if !(1..=256).contains(&pool) {
+        let pool = self.read_pool_size;
+        if pool.is_some_and(|p| !(1..=256).contains(&p)) {
             return Err(ConfigError::Invalid(
                 "read-pool-size must be 1..=256".into(),
             ));

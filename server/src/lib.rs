@@ -42,17 +42,34 @@ pub struct Opened {
     pub key_file: PathBuf,
 }
 
+/// Reader connections when `read-pool-size` is not set: 4 on SQLite; on PostgreSQL as many as
+/// the machine has cores, at most 4. Each PostgreSQL reader is a backend process competing for
+/// the cores with the log itself; lookups beyond the readers are coalesced into their queries,
+/// which is cheaper than more queries at once. Measured with `provenix-bench ingest` (1,000,000
+/// entries, 2 cores, 16 clients): 11,894 and 13,962 lookups/s with 4 readers, 15,771 and 18,277
+/// with 2 (`shared_buffers` 128 MB and 2 GB).
+pub fn default_read_pool(url: &str) -> u32 {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let cores = std::thread::available_parallelism().map_or(4, std::num::NonZero::get);
+        u32::try_from(cores).unwrap_or(4).clamp(1, 4)
+    } else {
+        4
+    }
+}
+
 /// Opens the log in `data` (creating the directory, key and database on first use) and checks
-/// that the key matches the database.
+/// that the key matches the database. `read_pool`: reader connections (`None`:
+/// [`default_read_pool`]).
 pub async fn open_data(
     data: &Path,
     database: Option<&str>,
     origin: &str,
-    read_pool: u32,
+    read_pool: Option<u32>,
 ) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create data directory {}", data.display()))?;
     let url = database.map_or_else(|| Store::sqlite_url_in(data), str::to_owned);
+    let read_pool = read_pool.unwrap_or_else(|| default_read_pool(&url));
     let store = Store::open(&url, read_pool)
         .await
         .with_context(|| format!("cannot open the database at {}", redact_url(&url)))?;

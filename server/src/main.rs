@@ -168,7 +168,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args).await,
         Command::Key(args) => {
             let s = settings(&args, None)?;
-            let o = open_data(&s.data, s.database.as_deref(), &s.origin, 1).await?;
+            let o = open_data(&s.data, s.database.as_deref(), &s.origin, Some(1)).await?;
             println!("{}", o.signer.verifier_key());
             o.store.close().await;
             Ok(ExitCode::SUCCESS)
@@ -185,7 +185,7 @@ async fn builders(action: BuildersAction) -> anyhow::Result<ExitCode> {
         | BuildersAction::List { data } => data.clone(),
     };
     let s = settings(&args, None)?;
-    let o = open_data(&s.data, s.database.as_deref(), &s.origin, 1).await?;
+    let o = open_data(&s.data, s.database.as_deref(), &s.origin, Some(1)).await?;
     if o.created {
         println!(
             "provenixd: created log {} (verifier key {})",

@@ -446,7 +446,9 @@ impl Substituter {
             return (NarHash::from_bytes([0; 32]), Err("not servable".into()));
         };
         // Compressed NAR files are not much larger than the NAR; anything far larger is refused.
-        let max_file = nar_size.saturating_add(nar_size / 8).saturating_add(64 << 10);
+        let max_file = nar_size
+            .saturating_add(nar_size / 8)
+            .saturating_add(64 << 10);
         let file = match self.upstreams.nar_file(up, max_file).await {
             Ok(f) => f,
             Err(e) => {

@@ -233,7 +233,8 @@ pub fn check_nar_file(
                 .map_err(|e| format!("upstream NAR: {e}"))?,
         )),
         "zstd" => Box::new(
-            zstd::stream::read::Decoder::with_buffer(file).map_err(|e| format!("upstream NAR: {e}"))?,
+            zstd::stream::read::Decoder::with_buffer(file)
+                .map_err(|e| format!("upstream NAR: {e}"))?,
         ),
         "bzip2" => Box::new(bzip2::read::BzDecoder::new(file)),
         other => return Err(format!("unsupported upstream compression {other:?}")),
@@ -451,12 +452,7 @@ mod tests {
         bzip2::read::BzEncoder::new(&data[..], bzip2::Compression::fast())
             .read_to_end(&mut bz)
             .unwrap();
-        for (c, file) in [
-            ("xz", &xz),
-            ("zstd", &zst),
-            ("bzip2", &bz),
-            ("none", &data),
-        ] {
+        for (c, file) in [("xz", &xz), ("zstd", &zst), ("bzip2", &bz), ("none", &data)] {
             assert_eq!(
                 &check_nar_file(c, file, want, size).unwrap()[..],
                 &data[..],
