@@ -28,6 +28,18 @@ pub fn cpu_secs(pid: u32) -> f64 {
     (get(11) + get(12)) / 100.0
 }
 
+/// CPU seconds (user + system) of this process's children that have been waited for
+/// (`cutime` + `cstime` in `/proc/self/stat`, 10 ms resolution).
+pub fn children_cpu_secs() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (get(13) + get(14)) / 100.0
+}
+
 /// Bytes of the files under `p`, recursively.
 pub fn dir_bytes(p: &Path) -> u64 {
     std::fs::read_dir(p)

@@ -164,16 +164,24 @@ async fn load(
     Ok((Samples::new(all), n / secs))
 }
 
-/// Substitutes `top`'s closure into a fresh store with `conf` lines; returns the wall time.
-fn realise(dir: &Path, top: &StorePath, conf: &str, expect: usize) -> anyhow::Result<Duration> {
+/// Substitutes `top`'s closure into a fresh store with `conf` lines; returns the wall time and
+/// the CPU time (user + system) `nix-store` itself used.
+fn realise(
+    dir: &Path,
+    top: &StorePath,
+    conf: &str,
+    expect: usize,
+) -> anyhow::Result<(Duration, f64)> {
     let client = Store::new(dir);
     let mut c = client.command("nix-store");
     c.env("NIX_CONFIG", format!("{BASE_NIX_CONFIG}{conf}"))
         .args(["--realise", "--max-jobs", "0"])
         .arg(top.to_string());
+    let cpu0 = crate::procfs::children_cpu_secs();
     let t0 = Instant::now();
     let out = c.output()?;
     let took = t0.elapsed();
+    let cpu = crate::procfs::children_cpu_secs() - cpu0;
     if !out.status.success() {
         bail!("nix-store --realise: {}", show(&out));
     }
@@ -186,7 +194,7 @@ fn realise(dir: &Path, top: &StorePath, conf: &str, expect: usize) -> anyhow::Re
     if n != expect {
         bail!("substituted {n} paths, expected {expect}");
     }
-    Ok(took)
+    Ok((took, cpu))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -441,6 +449,7 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
         "provenix substituter, decisions cached -> nginx",
     ];
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); 4];
+    let mut nix_cpu = [0.0f64; 4];
     for r in 0..args.reps {
         // A freshly started proxy: nothing cached, every decision made while Nix walks.
         let p = Proxy::start(&trust_file);
@@ -465,7 +474,9 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
                 1 => format!("substituters = {}\nrequire-sigs = false\n", nginx.url),
                 _ => proxy_conf.clone(),
             };
-            times[i].push(realise(&dir.join(format!("c-{i}-{r}")), &top, &conf, n)?);
+            let (took, cpu) = realise(&dir.join(format!("c-{i}-{r}")), &top, &conf, n)?;
+            times[i].push(took);
+            nix_cpu[i] += cpu;
         }
         if r == 0 {
             let m = rt.block_on(async {
@@ -483,13 +494,20 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("| source | median | best |");
-    println!("|---|---|---|");
+    // Nix's own CPU per run: what reading from that source costs Nix itself, whatever the
+    // server does (the file:// figure is a floor no HTTP cache can reach).
+    println!("| source | median | best | nix-store CPU per run (mean) |");
+    println!("|---|---|---|---|");
     let mut med = Vec::new();
-    for (name, t) in names.iter().zip(&times) {
+    for ((name, t), cpu) in names.iter().zip(&times).zip(nix_cpu) {
         let best = t.iter().min().copied().unwrap_or_default();
         let m = median(t.clone());
-        println!("| {name} | {} | {} |", ms(m), ms(best));
+        println!(
+            "| {name} | {} | {} | {:.0} ms |",
+            ms(m),
+            ms(best),
+            cpu * 1000.0 / t.len().max(1) as f64
+        );
         med.push(m.as_secs_f64());
     }
     println!(
