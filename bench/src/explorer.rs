@@ -137,13 +137,11 @@ where
     for c in 0..clients {
         let (http, url_of, counter) = (http.clone(), url_of.clone(), counter.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
+            let mut rng = crate::stats::Rng::for_client(c as u64);
             let mut lat = Vec::new();
             while Instant::now() < deadline {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let url = url_of(rng);
+                let rnd = rng.next_u64();
+                let url = url_of(rnd);
                 let t = Instant::now();
                 let resp = http.get(&url).send().await?;
                 let status = resp.status();

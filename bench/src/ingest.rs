@@ -173,13 +173,11 @@ async fn lookup_load(
         let base = base.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut conn = RawConn::connect(&base).await?;
-            let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
+            let mut rng = crate::stats::Rng::for_client(c as u64);
             let mut lat = Vec::new();
             while Instant::now() < deadline {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let seed = rng % total;
+                let rnd = rng.next_u64();
+                let seed = rnd % total;
                 let path = format!(
                     "/v1/lookup/{}",
                     gen::store_path(seed, &format!("pkg-{seed}")).hash()

@@ -161,18 +161,16 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
             let (shared, http, url) = (shared.clone(), http.clone(), url.clone());
             let writers = args.writers;
             tasks.push(tokio::spawn(async move {
-                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (r + 1);
+                let mut rng = crate::stats::Rng::for_client(r);
                 while !shared.stop.load(Ordering::Relaxed) {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let w = rng % writers;
+                    let rnd = rng.next_u64();
+                    let w = rnd % writers;
                     let n = shared.acked[w as usize].load(Ordering::Relaxed);
                     if n == 0 {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
-                    let seed = ((rng >> 8) % n) * writers + w;
+                    let seed = ((rnd >> 8) % n) * writers + w;
                     let key = gen::store_path(seed, &format!("pkg-{seed}"));
                     let t = Instant::now();
                     let resp = http

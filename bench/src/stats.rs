@@ -2,6 +2,25 @@
 
 use std::time::Duration;
 
+/// Load clients' cheap seeded choice of what to ask for next (xorshift64; nothing secret).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// The generator of client `n` (distinct clients, distinct sequences).
+    pub fn for_client(n: u64) -> Self {
+        Self(0x9e37_79b9_7f4a_7c15 ^ (n + 1))
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 /// Sorted samples with percentile queries.
 #[derive(Debug, Clone, Default)]
 pub struct Samples(Vec<Duration>);
