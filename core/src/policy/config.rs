@@ -224,6 +224,23 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The value of an optional setting that must not be zero (`default` when absent); a zero
+    /// is an error at the value, naming `field`.
+    fn positive<T: Copy + PartialEq + From<u8>>(
+        &self,
+        v: Option<&Spanned<T>>,
+        field: &'static str,
+        default: T,
+    ) -> Result<T, TrustError> {
+        match v {
+            Some(v) if *v.get_ref() == T::from(0) => {
+                Err(self.at(v.span(), TrustErrorKind::Zero { field }))
+            }
+            Some(v) => Ok(*v.get_ref()),
+            None => Ok(default),
+        }
+    }
+
     fn at(&self, span: Range<usize>, kind: TrustErrorKind) -> TrustError {
         TrustError {
             location: Some(Location::of_offset(self.text, span.start)),
@@ -684,53 +701,17 @@ impl TrustConfig {
                 TrustErrorKind::EmptyString("signing-key-file"),
             ));
         }
-        let log_timeout_ms = match &s.log_timeout_ms {
-            Some(v) if *v.get_ref() == 0 => {
-                return Err(cx.at(
-                    v.span(),
-                    TrustErrorKind::Zero {
-                        field: "log-timeout-ms",
-                    },
-                ))
-            }
-            Some(v) => *v.get_ref(),
-            None => 3000,
-        };
-        let max_concurrent_lookups = match &s.max_concurrent_lookups {
-            Some(v) if *v.get_ref() == 0 => {
-                return Err(cx.at(
-                    v.span(),
-                    TrustErrorKind::Zero {
-                        field: "max-concurrent-lookups",
-                    },
-                ))
-            }
-            Some(v) => *v.get_ref(),
-            None => 32,
-        };
-        let positive = |v: Option<u64>, span: Option<Range<usize>>, field, default| match v {
-            Some(0) => Err(cx.at(span.unwrap_or_default(), TrustErrorKind::Zero { field })),
-            Some(v) => Ok(v),
-            None => Ok(default),
-        };
-        let max_connections = positive(
-            s.max_connections.as_ref().map(|v| *v.get_ref() as u64),
-            s.max_connections.as_ref().map(Spanned::span),
-            "max-connections",
-            1024,
+        let log_timeout_ms = cx.positive(s.log_timeout_ms.as_ref(), "log-timeout-ms", 3000)?;
+        let max_concurrent_lookups = cx.positive(
+            s.max_concurrent_lookups.as_ref(),
+            "max-concurrent-lookups",
+            32,
         )?;
-        let header_timeout = positive(
-            s.header_timeout_secs.as_ref().map(|v| *v.get_ref()),
-            s.header_timeout_secs.as_ref().map(Spanned::span),
-            "header-timeout-secs",
-            10,
-        )?;
-        let request_timeout = positive(
-            s.request_timeout_secs.as_ref().map(|v| *v.get_ref()),
-            s.request_timeout_secs.as_ref().map(Spanned::span),
-            "request-timeout-secs",
-            60,
-        )?;
+        let max_connections = cx.positive(s.max_connections.as_ref(), "max-connections", 1024)?;
+        let header_timeout =
+            cx.positive(s.header_timeout_secs.as_ref(), "header-timeout-secs", 10)?;
+        let request_timeout =
+            cx.positive(s.request_timeout_secs.as_ref(), "request-timeout-secs", 60)?;
         let state_file = match s.state_file {
             Some(f) if f.get_ref().is_empty() => {
                 return Err(cx.at(f.span(), TrustErrorKind::EmptyString("state-file")))
@@ -747,7 +728,7 @@ impl TrustConfig {
             max_concurrent_lookups,
             state_file,
             priority: s.priority.unwrap_or(30),
-            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connections,
             header_timeout: Duration::from_secs(header_timeout),
             request_timeout: Duration::from_secs(request_timeout),
         })
