@@ -213,6 +213,26 @@ impl Upstreams {
     }
 }
 
+/// Why a whole NAR of `count` bytes hashing to `got` is not the agreed one, if it is not (the
+/// same words for a streamed and an in-memory NAR).
+fn nar_mismatch(count: u64, got: NarHash, size: u64, expected: NarHash) -> Option<String> {
+    (count != size || got != expected).then(|| {
+        format!(
+            "upstream NAR does not match: {count} bytes with hash {} (expected {size} bytes with hash {})",
+            got.to_nix32_prefixed(),
+            expected.to_nix32_prefixed()
+        )
+    })
+}
+
+fn too_long(size: u64) -> String {
+    format!("upstream NAR is longer than the agreed {size} bytes")
+}
+
+fn unsupported(compression: &str) -> String {
+    format!("unsupported upstream compression {compression:?}")
+}
+
 /// Decompresses a NAR file held in memory and checks it against the agreed hash and size: the
 /// NAR's bytes if both match, else why not (the same reasons [`verified`] gives). CPU-bound
 /// (decompression and SHA-256): run it on a blocking thread, not on the async workers, so that
@@ -237,7 +257,7 @@ pub fn check_nar_file(
                 .map_err(|e| format!("upstream NAR: {e}"))?,
         ),
         "bzip2" => Box::new(bzip2::read::BzDecoder::new(file)),
-        other => return Err(format!("unsupported upstream compression {other:?}")),
+        other => return Err(unsupported(other)),
     };
     let cap = usize::try_from(size).unwrap_or(usize::MAX).min(64 << 20);
     let mut out = Vec::with_capacity(cap);
@@ -246,19 +266,11 @@ pub fn check_nar_file(
         .read_to_end(&mut out)
         .map_err(|e| format!("upstream NAR: {e}"))?;
     if out.len() as u64 > size {
-        return Err(format!(
-            "upstream NAR is longer than the agreed {size} bytes"
-        ));
+        return Err(too_long(size));
     }
     let got = NarHash::from_bytes(Sha256::digest(&out).into());
-    if out.len() as u64 != size || got != expected {
-        return Err(format!(
-            "upstream NAR does not match: {} bytes with hash {} (expected {} bytes with hash {})",
-            out.len(),
-            got.to_nix32_prefixed(),
-            size,
-            expected.to_nix32_prefixed()
-        ));
+    if let Some(why) = nar_mismatch(out.len() as u64, got, size, expected) {
+        return Err(why);
     }
     Ok(Bytes::from(out))
 }
@@ -274,7 +286,7 @@ pub fn decompressor<R: tokio::io::AsyncBufRead + Send + 'static>(
         "xz" => Box::pin(XzDecoder::new(raw)),
         "zstd" => Box::pin(ZstdDecoder::new(raw)),
         "bzip2" => Box::pin(BzDecoder::new(raw)),
-        other => return Err(format!("unsupported upstream compression {other:?}")),
+        other => return Err(unsupported(other)),
     })
 }
 
@@ -321,17 +333,8 @@ pub fn verified(
             if n == 0 {
                 st.done = true;
                 let got = NarHash::from_bytes(std::mem::take(&mut st.hasher).finalize().into());
-                if st.count != st.size || got != st.expected {
-                    return Some((
-                        Err(io::Error::other(format!(
-                            "upstream NAR does not match: {} bytes with hash {} (expected {} bytes with hash {})",
-                            st.count,
-                            got.to_nix32_prefixed(),
-                            st.size,
-                            st.expected.to_nix32_prefixed()
-                        ))),
-                        st,
-                    ));
+                if let Some(why) = nar_mismatch(st.count, got, st.size, st.expected) {
+                    return Some((Err(io::Error::other(why)), st));
                 }
                 return st.held.take().map(|b| (Ok(b), st));
             }
@@ -339,13 +342,7 @@ pub fn verified(
             st.count += n as u64;
             if st.count > st.size {
                 st.done = true;
-                return Some((
-                    Err(io::Error::other(format!(
-                        "upstream NAR is longer than the agreed {} bytes",
-                        st.size
-                    ))),
-                    st,
-                ));
+                return Some((Err(io::Error::other(too_long(st.size))), st));
             }
             st.hasher.update(&buf);
             if let Some(prev) = st.held.replace(buf.freeze()) {
