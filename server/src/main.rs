@@ -13,6 +13,13 @@ use provenix_server::log::{Log, LogConfig};
 use provenix_server::metrics::Metrics;
 use provenix_server::{open_data, redact_url};
 
+/// mimalloc instead of glibc's malloc: a lookup allocates and frees a few dozen small buffers on
+/// whichever worker thread runs it, and glibc's arenas showed up in the profile (malloc, free,
+/// their arena locks: a fifth of the server's CPU under lookup load). With mimalloc the server's
+/// CPU per lookup went from 41 to 34 µs (`provenix-bench ingest --backend postgres`, issue 2).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// provenixd — an append-only, verifiable log of Nix build provenance.
 ///
 /// Builders submit signed provenance entries; the log assigns each a durable index, folds it
