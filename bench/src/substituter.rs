@@ -1,7 +1,8 @@
 //! `provenix-bench substituter`: the figures of issue 4, measured side by side in one run.
 //!
 //! 1. Builds a closure of `levels × width + 2` real derivations with Nix in a chroot store,
-//!    copies it to a `file://` cache (xz, Nix's default) served by nginx, and puts one entry per
+//!    copies it to a `file://` cache (xz, Nix's default; signed by builder `alpha`, as a
+//!    builder's cache is) served by nginx, and puts one entry per
 //!    path from each of three builders (`alpha`, `beta`, `gamma`) into three real `provenixd`
 //!    logs on loopback.
 //! 2. Warm narinfo latency (p50/p99) and requests/s at concurrency 1 and 16: the proxy
@@ -11,9 +12,10 @@
 //!    (three batched lookups, every proof and signature checked), and the proxy's
 //!    `/v1/decision/<hash>?fresh=1` (upstream narinfo + decision).
 //! 4. Real Nix (`nix-store --realise --max-jobs 0`) substituting the whole closure into a fresh
-//!    store: from the `file://` cache directly, from nginx directly, through a freshly started
-//!    proxy (nothing cached), and through the same proxy again (decisions cached). The four run
-//!    in a rotating order each repetition; median and best are printed.
+//!    store: from the `file://` cache directly, from nginx directly (both checking the cache's
+//!    signatures, Nix's default), through a freshly started proxy (nothing cached), through the
+//!    same proxy again (decisions cached), and from nginx with `require-sigs = false` for
+//!    reference. They run in a rotating order each repetition; median and best are printed.
 //!
 //! ```sh
 //! cargo build --release --workspace --bins
@@ -33,7 +35,7 @@ use provenix_core::policy::TrustConfig;
 use provenix_e2e::gen;
 use provenix_e2e::nix::{show, unique, Store, BASE_NIX_CONFIG};
 use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
-use provenix_e2e::substituter::{copy_to_cache, proxy_key, Nginx, Proxy, Trust};
+use provenix_e2e::substituter::{proxy_key, Nginx, Proxy, Trust};
 
 use crate::stats::{ms, Samples};
 
@@ -245,8 +247,28 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
         .context("no output")?;
     let infos = closure_info(&store, &top)?;
     let n = infos.len();
+    // The file cache is signed, as a builder's cache is: Nix's default (`require-sigs = true`)
+    // then checks each narinfo's signature when substituting directly, as it checks the
+    // proxy's. (Comparing against `require-sigs = false` would charge the proxy for a check
+    // the direct run skipped: ~30 ms of Nix's CPU on this closure; that run is printed too.)
     let cache = dir.join("cache");
-    copy_to_cache(&store, &cache, &[top.to_string()]);
+    let cache_key = gen::builder_key("alpha");
+    let cache_key_file = dir.join("cache.sec");
+    std::fs::write(&cache_key_file, cache_key.to_secret_string())?;
+    let out = store
+        .command("nix")
+        .arg("copy")
+        .arg("--to")
+        .arg(format!(
+            "file://{}?secret-key={}",
+            cache.display(),
+            cache_key_file.display()
+        ))
+        .arg(top.to_string())
+        .output()?;
+    if !out.status.success() {
+        bail!("nix copy: {}", show(&out));
+    }
     println!(
         "closure: {n} paths (built and copied to a file:// cache in {:.1} s)",
         t0.elapsed().as_secs_f64()
@@ -447,9 +469,11 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
         "nginx over HTTP directly",
         "provenix substituter, cold (fresh process) -> nginx",
         "provenix substituter, decisions cached -> nginx",
+        "nginx directly, require-sigs = false (reference)",
     ];
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); 4];
-    let mut nix_cpu = [0.0f64; 4];
+    let direct_sigs = format!("trusted-public-keys = {}\n", cache_key.public());
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    let mut nix_cpu = vec![0.0f64; names.len()];
     for r in 0..args.reps {
         // A freshly started proxy: nothing cached, every decision made while Nix walks.
         let p = Proxy::start(&trust_file);
@@ -457,8 +481,8 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
             "substituters = {}\ntrusted-public-keys = {}\n",
             p.url, p.public_key
         );
-        let mut order: Vec<usize> = vec![0, 1, 2, 3];
-        order.rotate_left(r % 3);
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.rotate_left(r % names.len());
         // The cached run needs the cold one first.
         if order.iter().position(|&i| i == 3) < order.iter().position(|&i| i == 2) {
             order.retain(|&i| i != 3);
@@ -467,11 +491,9 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
         }
         for i in order {
             let conf = match i {
-                0 => format!(
-                    "substituters = file://{}\nrequire-sigs = false\n",
-                    cache.display()
-                ),
-                1 => format!("substituters = {}\nrequire-sigs = false\n", nginx.url),
+                0 => format!("substituters = file://{}\n{direct_sigs}", cache.display()),
+                1 => format!("substituters = {}\n{direct_sigs}", nginx.url),
+                4 => format!("substituters = {}\nrequire-sigs = false\n", nginx.url),
                 _ => proxy_conf.clone(),
             };
             let (took, cpu) = realise(&dir.join(format!("c-{i}-{r}")), &top, &conf, n)?;
@@ -499,7 +521,7 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
     println!("| source | median | best | nix-store CPU per run (mean) |");
     println!("|---|---|---|---|");
     let mut med = Vec::new();
-    for ((name, t), cpu) in names.iter().zip(&times).zip(nix_cpu) {
+    for ((name, t), cpu) in names.iter().zip(&times).zip(&nix_cpu) {
         let best = t.iter().min().copied().unwrap_or_default();
         let m = median(t.clone());
         println!(
