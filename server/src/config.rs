@@ -118,10 +118,7 @@ impl ServerConfig {
             ))
         })?;
         if let Some(db) = &self.database {
-            if !(db.starts_with("sqlite://")
-                || db.starts_with("postgres://")
-                || db.starts_with("postgresql://"))
-            {
+            if !(db.starts_with("sqlite://") || crate::store::Store::is_postgres_url(db)) {
                 return Err(ConfigError::Invalid(format!(
                     "database = {db:?}: use sqlite://PATH or postgres://USER@HOST/DB"
                 )));

@@ -49,7 +49,7 @@ pub struct Opened {
 /// entries, 2 cores, 16 clients): 11,894 and 13,962 lookups/s with 4 readers, 15,771 and 18,277
 /// with 2 (`shared_buffers` 128 MB and 2 GB).
 pub fn default_read_pool(url: &str) -> u32 {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if Store::is_postgres_url(url) {
         let cores = std::thread::available_parallelism().map_or(4, std::num::NonZero::get);
         u32::try_from(cores).unwrap_or(4).clamp(1, 4)
     } else {

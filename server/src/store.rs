@@ -247,6 +247,11 @@ impl Store {
         }
     }
 
+    /// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+    pub fn is_postgres_url(url: &str) -> bool {
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+
     /// The SQLite database inside a data directory (the embedded default).
     pub fn sqlite_url_in(dir: &Path) -> String {
         format!("sqlite://{}", dir.join("log.db").display())
@@ -285,7 +290,7 @@ impl Store {
                 .connect_with(base.read_only(true))
                 .await?;
             Backend::Sqlite { write, read }
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        } else if Self::is_postgres_url(url) {
             // Lookups are single-row index probes; a parallel plan (which PostgreSQL picks for
             // `key = ANY($1)` while a growing table's statistics are stale) costs a worker start-up
             // per query: measured 41 ms vs sub-millisecond at 1,000,000 entries. Likewise JIT
@@ -599,7 +604,7 @@ impl Store {
     pub fn readers(&self) -> usize {
         match &self.backend {
             Backend::Sqlite { read, .. } => read.options().get_max_connections() as usize,
-            // Two connections of the pool are kept for the sequencer and the integrator.
+            // Lookups have a pool of their own (the other pool also serves the writers).
             Backend::Postgres { lookups, .. } => lookups.options().get_max_connections() as usize,
         }
     }
