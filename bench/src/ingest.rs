@@ -94,8 +94,6 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Lookups with proof at `clients` concurrent clients for `secs`, random keys over the log's
-/// `total` entries; their latencies.
 /// One kept-alive HTTP/1.1 connection that GETs a path and reads the whole response, and does
 /// nothing else. The load generator shares the machine's cores with the server, so it must cost
 /// as little as it can: reqwest took ~25 µs of CPU per lookup here, a third of the server's own.
@@ -159,6 +157,8 @@ impl RawConn {
     }
 }
 
+/// Lookups with proof at `clients` concurrent clients for `secs`, random keys over the log's
+/// `total` entries; their latencies.
 async fn lookup_load(
     base: &str,
     total: u64,

@@ -17,27 +17,27 @@ pub fn status_bytes(pid: u32, key: &str) -> u64 {
         * 1024
 }
 
-/// utime + stime of a process, in seconds.
-pub fn cpu_secs(pid: u32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+/// Two clock-tick fields of a `/proc/.../stat` file (numbered from the first after the command
+/// name), summed, in seconds.
+fn stat_secs(path: &str, a: usize, b: usize) -> f64 {
+    let Ok(s) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (get(11) + get(12)) / 100.0
+    (get(a) + get(b)) / 100.0
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_secs(pid: u32) -> f64 {
+    stat_secs(&format!("/proc/{pid}/stat"), 11, 12)
 }
 
 /// CPU seconds (user + system) of this process's children that have been waited for
 /// (`cutime` + `cstime` in `/proc/self/stat`, 10 ms resolution).
 pub fn children_cpu_secs() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (get(13) + get(14)) / 100.0
+    stat_secs("/proc/self/stat", 13, 14)
 }
 
 /// Bytes of the files under `p`, recursively.

@@ -35,7 +35,7 @@ use provenix_core::policy::TrustConfig;
 use provenix_e2e::gen;
 use provenix_e2e::nix::{show, unique, Store, BASE_NIX_CONFIG};
 use provenix_e2e::server::{add_builder, Provenixd, ServerOpts};
-use provenix_e2e::substituter::{proxy_key, Nginx, Proxy, Trust};
+use provenix_e2e::substituter::{copy_to_signed_cache, proxy_key, Nginx, Proxy, Trust};
 
 use crate::stats::{ms, Samples};
 
@@ -255,20 +255,7 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
     let cache_key = gen::builder_key("alpha");
     let cache_key_file = dir.join("cache.sec");
     std::fs::write(&cache_key_file, cache_key.to_secret_string())?;
-    let out = store
-        .command("nix")
-        .arg("copy")
-        .arg("--to")
-        .arg(format!(
-            "file://{}?secret-key={}",
-            cache.display(),
-            cache_key_file.display()
-        ))
-        .arg(top.to_string())
-        .output()?;
-    if !out.status.success() {
-        bail!("nix copy: {}", show(&out));
-    }
+    copy_to_signed_cache(&store, &cache, &cache_key_file, &[top.to_string()]);
     println!(
         "closure: {n} paths (built and copied to a file:// cache in {:.1} s)",
         t0.elapsed().as_secs_f64()

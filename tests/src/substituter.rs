@@ -250,11 +250,26 @@ impl Drop for Proxy {
 
 /// `nix copy --to file://CACHE PATHS` from `store` (xz-compressed NARs, Nix's default).
 pub fn copy_to_cache(store: &Store, cache: &Path, paths: &[String]) {
+    nix_copy(store, &format!("file://{}", cache.display()), paths);
+}
+
+/// [`copy_to_cache`], the narinfos signed with the Nix secret key in `key_file` (as a
+/// builder's cache is).
+pub fn copy_to_signed_cache(store: &Store, cache: &Path, key_file: &Path, paths: &[String]) {
+    let to = format!(
+        "file://{}?secret-key={}",
+        cache.display(),
+        key_file.display()
+    );
+    nix_copy(store, &to, paths);
+}
+
+fn nix_copy(store: &Store, to: &str, paths: &[String]) {
     let out = store
         .command("nix")
         .arg("copy")
         .arg("--to")
-        .arg(format!("file://{}", cache.display()))
+        .arg(to)
         .args(paths)
         .output()
         .unwrap();
