@@ -7,6 +7,7 @@
 //! Authenticated vs untrusted: nothing in an entry is trustworthy until `verify` succeeds with a
 //! key the caller trusts; after that, the statement says what *that builder* claims, no more.
 
+mod batch;
 mod dsse;
 mod nix_build;
 mod statement;
@@ -14,6 +15,7 @@ mod statement;
 use std::fmt;
 use std::str::FromStr;
 
+pub use batch::{verify_batch, verify_each};
 pub use dsse::{pae, DsseSignature, Envelope, PAYLOAD_TYPE};
 pub use nix_build::{trace_digest, Dependency, NixBuild, Output, Source};
 pub use statement::{
@@ -349,41 +351,6 @@ impl Entry {
     pub fn keys(&self) -> &[LookupKey] {
         &self.keys
     }
-}
-
-/// Verifies the signatures of many entries at once with Ed25519 batch verification (about three
-/// times the throughput of [`Entry::verify`] one by one), for auditors replaying whole logs.
-///
-/// `true`: every entry's signature verifies under its paired key, and each entry's `keyid` names
-/// that key. `false`: at least one does not; call [`Entry::verify`] on each to find which.
-///
-/// The batch equation is the cofactored one, so it can accept a signature that the strict,
-/// cofactorless check of [`Entry::verify`] refuses: only the holder of the secret key can make
-/// such a signature (it still proves that key signed the entry), and the substituter, which
-/// uses the strict check, refuses it. Weak (small-order) public keys are refused here too.
-pub fn verify_batch(items: &[(&Entry, &NixPublicKey)]) -> bool {
-    let mut messages = Vec::with_capacity(items.len());
-    let mut signatures = Vec::with_capacity(items.len());
-    let mut keys = Vec::with_capacity(items.len());
-    for (entry, key) in items {
-        let [sig] = entry.envelope.signatures.as_slice() else {
-            return false;
-        };
-        if sig.keyid != key.name() || key.verifying_key().is_weak() {
-            return false;
-        }
-        let Ok(s) = ed25519_dalek::Signature::from_slice(&sig.sig) else {
-            return false;
-        };
-        messages.push(pae(&entry.envelope.payload_type, &entry.envelope.payload));
-        signatures.push(s);
-        keys.push(*key.verifying_key());
-    }
-    if items.is_empty() {
-        return true;
-    }
-    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok()
 }
 
 #[cfg(test)]

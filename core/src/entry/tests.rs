@@ -250,3 +250,99 @@ fn batch_verification_agrees_with_one_by_one() {
     swapped[1] = (&entries[1], &pb);
     assert!(!verify_batch(&swapped));
 }
+
+#[test]
+fn verify_each_finds_the_bad_signatures_among_many() {
+    let alpha = NixSecretKey::from_seed("alpha", [9; 32]).unwrap();
+    let beta = NixSecretKey::from_seed("beta", [10; 32]).unwrap();
+    let (pa, pb) = (alpha.public(), beta.public());
+    let entries: Vec<Entry> = (0..40)
+        .map(|i| {
+            let k = if i % 3 == 0 { &beta } else { &alpha };
+            let mut b = sample_build(k.name());
+            b.counter = Some(i);
+            Entry::parse(&b.sign(k).canonical_json()).unwrap()
+        })
+        .collect();
+    let broken = |e: &Entry| {
+        let mut env = e.envelope().clone();
+        env.signatures[0].sig[7] ^= 0x40;
+        Entry::from_envelope(env).unwrap()
+    };
+    let (b5, b6, b31) = (
+        broken(&entries[5]),
+        broken(&entries[6]),
+        broken(&entries[31]),
+    );
+    let mut pairs: Vec<(&Entry, &NixPublicKey)> = entries
+        .iter()
+        .map(|e| (e, if e.keyid() == "beta" { &pb } else { &pa }))
+        .collect();
+    assert_eq!(verify_each(&pairs), vec![true; 40]);
+    assert_eq!(verify_each(&[]), Vec::<bool>::new());
+    // Two adjacent bad signatures, one far away, and one good entry paired with the wrong key.
+    pairs[5].0 = &b5;
+    pairs[6].0 = &b6;
+    pairs[31].0 = &b31;
+    pairs[20].1 = &pb;
+    let want: Vec<bool> = (0..40).map(|i| ![5, 6, 20, 31].contains(&i)).collect();
+    assert_eq!(verify_each(&pairs), want);
+    // Each result is what the item gets alone, and what the strict check says of these.
+    for (i, p) in pairs.iter().enumerate() {
+        assert_eq!(
+            verify_each(std::slice::from_ref(p)),
+            vec![want[i]],
+            "item {i}"
+        );
+        assert_eq!(p.0.verify(p.1).is_ok(), want[i], "item {i}");
+    }
+}
+
+/// A signature whose R carries a small-order component, made with the secret key: the
+/// cofactored equation of [`verify_each`] accepts it (alone or in a batch), the strict,
+/// cofactorless [`Entry::verify`] refuses it. This is the only kind of signature on which the two
+/// disagree.
+#[test]
+fn verify_each_is_the_cofactored_equation() {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT as B, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+
+    let seed = [11u8; 32];
+    let key = NixSecretKey::from_seed("alpha", seed).unwrap();
+    let honest = Entry::parse(&sample_build("alpha").sign(&key).canonical_json()).unwrap();
+    let mut env = honest.envelope().clone();
+    // RFC 8032 §5.1.5: the secret scalar is the clamped first half of SHA-512(seed).
+    let h = Sha512::digest(seed);
+    let mut a_bytes = [0u8; 32];
+    a_bytes.copy_from_slice(&h[..32]);
+    a_bytes[0] &= 248;
+    a_bytes[31] &= 127;
+    a_bytes[31] |= 64;
+    let a = Scalar::from_bytes_mod_order(a_bytes);
+    let a_point = (a * B).compress();
+    assert_eq!(
+        a_point.as_bytes(),
+        key.public().verifying_key().as_bytes(),
+        "the secret scalar matches the public key"
+    );
+    let r = Scalar::from_bytes_mod_order([42; 32]);
+    let r_point = (r * B + EIGHT_TORSION[2]).compress();
+    let mut hk = Sha512::new();
+    hk.update(r_point.as_bytes());
+    hk.update(a_point.as_bytes());
+    hk.update(pae(&env.payload_type, &env.payload));
+    let k = Scalar::from_bytes_mod_order_wide(&hk.finalize().into());
+    let s = r + k * a;
+    let mut sig = r_point.as_bytes().to_vec();
+    sig.extend_from_slice(s.as_bytes());
+    env.signatures[0].sig = sig;
+    let crafted = Entry::from_envelope(env).unwrap();
+    let pk = key.public();
+    assert_eq!(crafted.verify(&pk), Err(EntryError::BadSignature));
+    assert_eq!(verify_each(&[(&crafted, &pk)]), vec![true]);
+    assert_eq!(
+        verify_each(&[(&honest, &pk), (&crafted, &pk), (&honest, &pk)]),
+        vec![true; 3]
+    );
+}
