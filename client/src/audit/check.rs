@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use provenix_core::checkpoint::LogVerifier;
 use provenix_core::enrollment::{EnrollmentRecord, ENROLLMENT_PAYLOAD_TYPE};
-use provenix_core::entry::{verify_batch, Entry, Envelope, LookupKey};
+use provenix_core::entry::{verify_each, Entry, Envelope, LookupKey};
 use provenix_core::merkle::{leaf_hash, Hash, LeafIndex};
 use provenix_core::nix::{NarHash, NixPublicKey, StorePath};
 use provenix_core::tile::split_bundle;
@@ -137,7 +137,7 @@ pub fn check_tile(
     })
 }
 
-/// Classifies entries (their signatures verified in one batch, then one by one if it fails).
+/// Classifies entries (their signatures checked together: `verify_each`).
 /// `log` is the log's own key, which signs the enrollment records it writes as registrar.
 pub fn classify(
     entries: &[&[u8]],
@@ -187,9 +187,9 @@ pub fn classify(
         }
     }
     let pairs: Vec<(&Entry, &NixPublicKey)> = signed.iter().map(|(_, e, k)| (e, *k)).collect();
-    let all_good = verify_batch(&pairs);
-    for (i, entry, key) in &signed {
-        if !all_good && entry.verify(key).is_err() {
+    let good = verify_each(&pairs);
+    for ((i, entry, _), good) in signed.iter().zip(good) {
+        if !good {
             out[*i] = Some(Outcome::Invalid {
                 builder: Some(entry.keyid().to_owned()),
                 key: entry.keys().first().map(ToString::to_string),

@@ -17,7 +17,9 @@
 //!    inclusion proof verifies against the checkpoint ([`Rejection::BadInclusionProof`],
 //!    [`Rejection::Malformed`]).
 //! 4. Per entry: its DSSE signature verifies under the trust file's key for its `keyid`
-//!    ([`Rejection::UnknownBuilder`], [`Rejection::BadSignature`]).
+//!    ([`Rejection::UnknownBuilder`], [`Rejection::BadSignature`]), with the cofactored
+//!    equation, every distinct entry of a lookup's answers once and all in one batch
+//!    ([`verify_each`]).
 //!
 //! Only entries passing all four become [`Claim`]s. A log that does not answer in time is a
 //! [`LogFailureKind::Unreachable`]: its builders' votes are simply missing ("no").
@@ -33,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use provenix_core::api::{ProvedEntry, ResponseError, MAX_LOOKUP_BATCH};
 use provenix_core::checkpoint::{LogVerifier, SignedCheckpoint};
-use provenix_core::entry::{Entry, TPM_QUOTE_BYPRODUCT};
+use provenix_core::entry::{verify_each, Entry, TPM_QUOTE_BYPRODUCT};
 use provenix_core::merkle::{self, leaf_hash, Hash};
-use provenix_core::nix::{NarHash, StorePath, StorePathHash};
+use provenix_core::nix::{NarHash, NixPublicKey, StorePath, StorePathHash};
 use provenix_core::policy::{
     Attestation, BuilderConfig, Claim, Content, Decision, LogFailure, LogFailureKind,
     RejectedEntry, Rejection, TrustConfig, TrustPolicy, Votes,
@@ -53,7 +55,7 @@ type VerifiedCache = Arc<Mutex<lru::LruCache<(Hash, u64), Arc<Judged>>>>;
 /// How many checked entries are remembered (by leaf hash).
 const VERIFIED_CACHE: usize = 65_536;
 
-/// Above this many entries in one answer, checks run on the blocking pool.
+/// Above this many entries in all the answers to one lookup, checks run on the blocking pool.
 const BLOCKING_THRESHOLD: usize = 32;
 
 /// Settings of a [`Quorum`] that are not part of the trust policy.
@@ -459,11 +461,28 @@ impl Quorum {
                 .map(move |chunk| async move { (*chunk, self.lookup_chunk(log, chunk).await) })
         });
         let results = futures::future::join_all(jobs).await;
+        let mut reports = Vec::with_capacity(results.len());
+        let mut answers = Vec::new();
+        for (i, (chunk, (report, answer))) in results.into_iter().enumerate() {
+            answers.extend(answer.map(|a| (i, a)));
+            reports.push((chunk, report));
+        }
+        let checked = self.check_answers(answers).await;
         let mut lookup = Lookup {
             evidence: uniq.iter().map(|k| (*k, Evidence::default())).collect(),
             logs: Vec::new(),
         };
-        for (chunk, (report, per_key)) in results {
+        let mut checked = checked.into_iter().peekable();
+        for (i, (chunk, mut report)) in reports.into_iter().enumerate() {
+            let per_key = match checked.next_if(|(j, _)| *j == i) {
+                Some((_, Ok(per_key))) => per_key,
+                Some((_, Err(kind))) => {
+                    report.failure = Some(kind);
+                    report.checkpoint_size = None;
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
             if let Some(kind) = &report.failure {
                 for k in chunk {
                     if let Some(ev) = lookup.evidence.get_mut(k) {
@@ -494,28 +513,56 @@ impl Quorum {
         lookup
     }
 
-    /// One log, one batch of keys: the report, and the checked entries per key (entries of a
-    /// log found inconsistent in this very answer are listed, as rejected).
+    /// Checks the entries of every log's answer to one lookup together (on the blocking pool
+    /// when there are many), so an entry that several logs serve is parsed and its signature
+    /// checked once, and the signatures are checked in one batch. Per answer (same order): the
+    /// checked entries per key, or why the answer could not be checked.
+    async fn check_answers(
+        &self,
+        answers: Vec<(usize, Answer)>,
+    ) -> Vec<(usize, Result<PerKey, LogFailureKind>)> {
+        let total: usize = answers.iter().map(|(_, a)| a.entries()).sum();
+        let checker = Checker::from(self);
+        if total <= BLOCKING_THRESHOLD {
+            return checker.check(answers);
+        }
+        let indexes: Vec<usize> = answers.iter().map(|(i, _)| *i).collect();
+        tokio::task::spawn_blocking(move || checker.check(answers))
+            .await
+            .unwrap_or_else(|e| {
+                let kind = LogFailureKind::Unreachable(format!("checking task: {e}"));
+                indexes
+                    .into_iter()
+                    .map(|i| (i, Err(kind.clone())))
+                    .collect()
+            })
+    }
+
+    /// One log, one batch of keys: the report, and the answer whose entries are still to be
+    /// checked (also for a log found inconsistent in this very answer: its entries are listed,
+    /// as rejected).
     async fn lookup_chunk(
         &self,
         log: &LogSource,
         chunk: &[StorePathHash],
-    ) -> (LogReport, Vec<(StorePathHash, Vec<Checked>)>) {
+    ) -> (LogReport, Option<Answer>) {
         let started = Instant::now();
-        let mut size = None;
-        let mut per_key = Vec::new();
-        let outcome = tokio::time::timeout(
-            self.timeout,
-            self.query(log, chunk, &mut size, &mut per_key),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(LogFailureKind::Unreachable(format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            )))
-        });
-        if let Err(kind) = &outcome {
+        let outcome = tokio::time::timeout(self.timeout, self.query(log, chunk))
+            .await
+            .unwrap_or_else(|_| {
+                Err(LogFailureKind::Unreachable(format!(
+                    "no answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            });
+        let (answer, failure) = match outcome {
+            Ok(answer) => {
+                let failure = answer.failure.clone();
+                (Some(answer), failure)
+            }
+            Err(kind) => (None, Some(kind)),
+        };
+        if let Some(kind) = &failure {
             match kind {
                 LogFailureKind::Unreachable(_) => {
                     tracing::warn!(log = %log.url, failure = %kind, "log lookup failed");
@@ -525,20 +572,21 @@ impl Quorum {
         }
         let report = LogReport {
             log: log.url.clone(),
-            checkpoint_size: if outcome.is_ok() { size } else { None },
-            failure: outcome.err(),
+            checkpoint_size: match (&answer, &failure) {
+                (Some(a), None) => Some(a.cp.size()),
+                _ => None,
+            },
+            failure,
             elapsed: started.elapsed(),
         };
-        (report, per_key)
+        (report, answer)
     }
 
     async fn query(
         &self,
         log: &LogSource,
         chunk: &[StorePathHash],
-        size: &mut Option<u64>,
-        out: &mut Vec<(StorePathHash, Vec<Checked>)>,
-    ) -> Result<(), LogFailureKind> {
+    ) -> Result<Answer, LogFailureKind> {
         if let Some(f) = self.state.failed(&log.key) {
             return Err(LogFailureKind::InconsistentCheckpoint(format!(
                 "marked failed since {}: {} (evidence in {})",
@@ -554,7 +602,6 @@ impl Quorum {
         }
         .map_err(|e| LogFailureKind::Unreachable(e.to_string()))?;
         let cp = log.verify_checkpoint(&resp.checkpoint)?;
-        *size = Some(cp.size());
         let consistency = self
             .state
             .check(&log.key, &cp, |from, to| async move {
@@ -573,7 +620,7 @@ impl Quorum {
                 Ok(r.proof)
             })
             .await;
-        let inconsistent = match consistency {
+        let failure = match consistency {
             Ok(()) => None,
             Err(ConsistencyError::Failed(f)) => Some(LogFailureKind::InconsistentCheckpoint(
                 format!("{} (evidence in {})", f.reason, self.state.path().display()),
@@ -593,75 +640,125 @@ impl Quorum {
                 }
             }
         }
-        let total: usize = results.iter().map(|(_, e)| e.len()).sum();
-        let log_inconsistent = inconsistent.is_some();
-        let checked = if total > BLOCKING_THRESHOLD {
-            let this = CheckCx::from(self, log);
-            tokio::task::spawn_blocking(move || this.check_all(results, &cp, log_inconsistent))
-                .await
-                .map_err(|e| LogFailureKind::Unreachable(format!("checking task: {e}")))?
-        } else {
-            CheckCx::from(self, log).check_all(results, &cp, log_inconsistent)
-        };
-        *out = checked;
-        match inconsistent {
-            Some(kind) => Err(kind),
-            None => Ok(()),
-        }
+        Ok(Answer {
+            url: log.url.clone(),
+            cp,
+            failure,
+            results,
+        })
     }
 }
 
-/// What checking entries needs, owned so it can move to the blocking pool.
-struct CheckCx {
+/// The checked entries of one answer, per key.
+type PerKey = Vec<(StorePathHash, Vec<Checked>)>;
+
+/// A log's answer to one lookup request: its checkpoint verified and checked for consistency,
+/// its entries not yet checked.
+struct Answer {
     url: String,
+    cp: SignedCheckpoint,
+    /// Set when the checkpoint contradicts one seen before (the log is now marked failed): every
+    /// entry of the answer is then listed as rejected.
+    failure: Option<LogFailureKind>,
+    results: Vec<(StorePathHash, Vec<ProvedEntry>)>,
+}
+
+impl Answer {
+    fn entries(&self) -> usize {
+        self.results.iter().map(|(_, e)| e.len()).sum()
+    }
+}
+
+/// One answer's entries per key, after the first pass of [`Checker::check`].
+type Slotted = Vec<(StorePathHash, Vec<Slot>)>;
+
+/// Where an entry of an answer stands between the two passes of [`Checker::check`].
+enum Slot {
+    Done(Checked),
+    /// Included under this leaf hash; waits for the judgement of that leaf.
+    Judge(Hash, u64),
+}
+
+/// What checking entries needs, owned so it can move to the blocking pool.
+struct Checker {
     builders: HashMap<String, BuilderConfig>,
     attestation: Arc<dyn AttestationVerifier>,
     verified: VerifiedCache,
 }
 
-impl CheckCx {
-    fn from(q: &Quorum, log: &LogSource) -> Self {
+impl Checker {
+    fn from(q: &Quorum) -> Self {
         Self {
-            url: log.url.clone(),
             builders: q.builders.clone(),
             attestation: q.attestation.clone(),
             verified: q.verified.clone(),
         }
     }
 
-    fn check_all(
-        &self,
-        results: Vec<(StorePathHash, Vec<ProvedEntry>)>,
-        cp: &SignedCheckpoint,
-        log_inconsistent: bool,
-    ) -> Vec<(StorePathHash, Vec<Checked>)> {
-        results
-            .into_iter()
-            .map(|(k, entries)| {
-                let checked = entries
+    /// Checks every entry of every answer: first each entry's inclusion in its own log's
+    /// checkpoint (and the cache of entries judged before); then each distinct entry left is
+    /// judged once, its signature checked in one batch with the others'.
+    fn check(&self, answers: Vec<(usize, Answer)>) -> Vec<(usize, Result<PerKey, LogFailureKind>)> {
+        let generation = self.attestation.generation();
+        let mut parsed: HashMap<Hash, Entry> = HashMap::new();
+        let slotted: Vec<(usize, &Answer, Slotted)> = answers
+            .iter()
+            .map(|(i, a)| {
+                let per_key = a
+                    .results
                     .iter()
-                    .map(|e| self.check_entry(e, cp, log_inconsistent))
+                    .map(|(k, entries)| {
+                        let slots = entries
+                            .iter()
+                            .map(|e| self.include(e, a, generation, &mut parsed))
+                            .collect();
+                        (*k, slots)
+                    })
                     .collect();
-                (k, checked)
+                (*i, a, per_key)
+            })
+            .collect();
+        let judged = self.judge_all(parsed, generation);
+        slotted
+            .into_iter()
+            .map(|(i, a, per_key)| {
+                let per_key = per_key
+                    .into_iter()
+                    .map(|(k, slots)| {
+                        let checked = slots
+                            .into_iter()
+                            .map(|slot| match slot {
+                                Slot::Done(c) => c,
+                                Slot::Judge(h, index) => match judged.get(&h) {
+                                    Some(j) => place(&a.url, j, index),
+                                    None => reject(
+                                        &a.url,
+                                        None,
+                                        index,
+                                        Rejection::Malformed("internal: not judged".into()),
+                                    ),
+                                },
+                            })
+                            .collect();
+                        (k, checked)
+                    })
+                    .collect();
+                (i, Ok(per_key))
             })
             .collect()
     }
 
-    fn reject(&self, builder: Option<String>, index: u64, reason: Rejection) -> Checked {
-        Checked::Rejected(RejectedEntry {
-            builder,
-            log: self.url.clone(),
-            index: Some(index),
-            reason,
-        })
-    }
-
-    fn check_entry(
+    /// The first pass for one entry of answer `a`: proves its inclusion, and either finishes it
+    /// (a rejection, or an outcome judged before) or leaves it to be judged under its leaf hash,
+    /// parsed once in `parsed` whichever logs serve it.
+    fn include(
         &self,
         e: &ProvedEntry,
-        cp: &SignedCheckpoint,
-        log_inconsistent: bool,
-    ) -> Checked {
+        a: &Answer,
+        generation: u64,
+        parsed: &mut HashMap<Hash, Entry>,
+    ) -> Slot {
+        let log_inconsistent = a.failure.is_some();
         // Fast path: a log serves the canonical leaf bytes, so hashing what it sent and checking
         // the proof with that hash proves these exact bytes are the included leaf. An entry seen
         // before under that leaf hash (in another log, or an earlier lookup) was parsed and
@@ -672,59 +769,102 @@ impl CheckCx {
             && merkle::verify_inclusion(
                 &raw_hash,
                 e.index,
-                cp.size(),
+                a.cp.size(),
                 &e.inclusion_proof,
-                cp.root(),
+                a.cp.root(),
             )
             .is_ok()
         {
+            if parsed.contains_key(&raw_hash) {
+                return Slot::Judge(raw_hash, e.index);
+            }
             let cached = self
                 .verified
                 .lock()
                 .ok()
-                .and_then(|mut c| c.get(&(raw_hash, self.attestation.generation())).cloned());
+                .and_then(|mut c| c.get(&(raw_hash, generation)).cloned());
             if let Some(outcome) = cached {
-                return self.place(&outcome, e.index);
+                return Slot::Done(place(&a.url, &outcome, e.index));
             }
         }
-        let included = match e.verify(cp) {
+        let included = match e.verify(&a.cp) {
             Ok(i) => i,
             Err(ResponseError::Inclusion { index, .. }) => {
                 let builder = Entry::parse(raw).ok().map(|en| en.keyid().to_owned());
-                return self.reject(builder, index, Rejection::BadInclusionProof);
+                return Slot::Done(reject(&a.url, builder, index, Rejection::BadInclusionProof));
             }
             Err(ResponseError::Entry { index, error }) => {
-                return self.reject(None, index, Rejection::Malformed(error.to_string()));
+                return Slot::Done(reject(
+                    &a.url,
+                    None,
+                    index,
+                    Rejection::Malformed(error.to_string()),
+                ));
             }
             Err(ResponseError::Checkpoint(c)) => {
-                return self.reject(None, e.index, Rejection::Malformed(c.to_string()));
+                return Slot::Done(reject(
+                    &a.url,
+                    None,
+                    e.index,
+                    Rejection::Malformed(c.to_string()),
+                ));
             }
         };
         let entry = included.entry;
         if log_inconsistent {
-            return self.reject(
+            return Slot::Done(reject(
+                &a.url,
                 Some(entry.keyid().to_owned()),
                 included.index,
                 Rejection::InconsistentLog,
-            );
+            ));
         }
-        let generation = self.attestation.generation();
-        let outcome = Arc::new(self.judge(&entry));
-        if let Ok(mut c) = self.verified.lock() {
-            c.put((entry.leaf_hash(), generation), outcome.clone());
-        }
-        self.place(&outcome, included.index)
+        let h = entry.leaf_hash();
+        parsed.entry(h).or_insert(entry);
+        Slot::Judge(h, included.index)
     }
 
-    /// The log-independent outcome of an included entry: its builder, signature and claim.
-    fn judge(&self, entry: &Entry) -> Judged {
-        let name = entry.keyid().to_owned();
-        let Some(builder) = self.builders.get(&name) else {
-            return Judged::Rejected(Some(name), Rejection::UnknownBuilder);
-        };
-        if entry.verify(&builder.key).is_err() {
-            return Judged::Rejected(Some(name), Rejection::BadSignature);
+    /// Judges each distinct included entry once (signatures in one batch) and remembers the
+    /// outcomes.
+    fn judge_all(
+        &self,
+        parsed: HashMap<Hash, Entry>,
+        generation: u64,
+    ) -> HashMap<Hash, Arc<Judged>> {
+        let mut judged = HashMap::with_capacity(parsed.len());
+        let mut signed: Vec<(Hash, &Entry, &BuilderConfig)> = Vec::with_capacity(parsed.len());
+        for (h, entry) in &parsed {
+            match self.builders.get(entry.keyid()) {
+                Some(b) => signed.push((*h, entry, b)),
+                None => {
+                    let name = entry.keyid().to_owned();
+                    judged.insert(
+                        *h,
+                        Arc::new(Judged::Rejected(Some(name), Rejection::UnknownBuilder)),
+                    );
+                }
+            }
         }
+        let pairs: Vec<(&Entry, &NixPublicKey)> =
+            signed.iter().map(|(_, e, b)| (*e, &b.key)).collect();
+        let good = verify_each(&pairs);
+        for ((h, entry, builder), good) in signed.into_iter().zip(good) {
+            let outcome = Arc::new(if good {
+                self.claim(builder, entry)
+            } else {
+                Judged::Rejected(Some(entry.keyid().to_owned()), Rejection::BadSignature)
+            });
+            if let Ok(mut c) = self.verified.lock() {
+                c.put((h, generation), outcome.clone());
+            }
+            judged.insert(h, outcome);
+        }
+        judged
+    }
+
+    /// What an entry whose signature verified under `builder`'s key claims.
+    fn claim(&self, builder: &BuilderConfig, entry: &Entry) -> Judged {
+        let name = entry.keyid().to_owned();
         let mut outputs: Content = BTreeMap::new();
         for o in entry.outputs() {
             if outputs
@@ -746,31 +886,40 @@ impl CheckCx {
             deps: entry.dependencies(),
         }
     }
+}
 
-    /// A judged entry as found at `index` of this log.
-    fn place(&self, j: &Judged, index: u64) -> Checked {
-        match j {
-            Judged::Rejected(b, r) => self.reject(b.clone(), index, r.clone()),
-            Judged::Claim {
-                builder,
-                outputs,
-                built_locally,
-                attestation,
-                meta,
-                deps,
-            } => Checked::Claim(
-                Claim {
-                    builder: builder.clone(),
-                    log: self.url.clone(),
-                    index: Some(index),
-                    outputs: outputs.clone(),
-                    built_locally: *built_locally,
-                    attestation: attestation.clone(),
-                },
-                meta.clone(),
-                deps.clone(),
-            ),
-        }
+fn reject(url: &str, builder: Option<String>, index: u64, reason: Rejection) -> Checked {
+    Checked::Rejected(RejectedEntry {
+        builder,
+        log: url.to_owned(),
+        index: Some(index),
+        reason,
+    })
+}
+
+/// A judged entry as found at `index` of the log at `url`.
+fn place(url: &str, j: &Judged, index: u64) -> Checked {
+    match j {
+        Judged::Rejected(b, r) => reject(url, b.clone(), index, r.clone()),
+        Judged::Claim {
+            builder,
+            outputs,
+            built_locally,
+            attestation,
+            meta,
+            deps,
+        } => Checked::Claim(
+            Claim {
+                builder: builder.clone(),
+                log: url.to_owned(),
+                index: Some(index),
+                outputs: outputs.clone(),
+                built_locally: *built_locally,
+                attestation: attestation.clone(),
+            },
+            meta.clone(),
+            deps.clone(),
+        ),
     }
 }
 
