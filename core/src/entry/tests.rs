@@ -219,18 +219,23 @@ fn dependencies_are_the_resolved_store_paths_but_the_drv() {
     );
 }
 
-#[test]
-fn batch_verification_agrees_with_one_by_one() {
-    let alpha = NixSecretKey::from_seed("alpha", [9; 32]).unwrap();
-    let beta = NixSecretKey::from_seed("beta", [10; 32]).unwrap();
-    let entries: Vec<Entry> = (0..20)
+/// `n` entries, every third signed by `beta` and the others by `alpha`.
+fn signed_entries(alpha: &NixSecretKey, beta: &NixSecretKey, n: u64) -> Vec<Entry> {
+    (0..n)
         .map(|i| {
-            let k = if i % 3 == 0 { &beta } else { &alpha };
+            let k = if i % 3 == 0 { beta } else { alpha };
             let mut b = sample_build(k.name());
             b.counter = Some(i);
             Entry::parse(&b.sign(k).canonical_json()).unwrap()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn batch_verification_agrees_with_one_by_one() {
+    let alpha = NixSecretKey::from_seed("alpha", [9; 32]).unwrap();
+    let beta = NixSecretKey::from_seed("beta", [10; 32]).unwrap();
+    let entries = signed_entries(&alpha, &beta, 20);
     let (pa, pb) = (alpha.public(), beta.public());
     let pairs: Vec<(&Entry, &NixPublicKey)> = entries
         .iter()
@@ -256,14 +261,7 @@ fn verify_each_finds_the_bad_signatures_among_many() {
     let alpha = NixSecretKey::from_seed("alpha", [9; 32]).unwrap();
     let beta = NixSecretKey::from_seed("beta", [10; 32]).unwrap();
     let (pa, pb) = (alpha.public(), beta.public());
-    let entries: Vec<Entry> = (0..40)
-        .map(|i| {
-            let k = if i % 3 == 0 { &beta } else { &alpha };
-            let mut b = sample_build(k.name());
-            b.counter = Some(i);
-            Entry::parse(&b.sign(k).canonical_json()).unwrap()
-        })
-        .collect();
+    let entries = signed_entries(&alpha, &beta, 40);
     let broken = |e: &Entry| {
         let mut env = e.envelope().clone();
         env.signatures[0].sig[7] ^= 0x40;
