@@ -58,6 +58,18 @@ fi
 export PROVENIX_PYTHON=$VENV/bin/python
 
 # --- Rust ------------------------------------------------------------------------------------
+# Each crate is built once here, so no incremental caches; and the test binaries carry no debug
+# info (about 30 of them, each ~120 MB with it, three quarters DWARF from std and the C
+# libraries: a CI run once ran out of disk). Panic messages still name the file and line.
+# Set these variables to keep debug info for a local run.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-false}"
+export CARGO_PROFILE_DEV_STRIP="${CARGO_PROFILE_DEV_STRIP:-debuginfo}"
+mkdir -p target
+free_mb=$(df -Pm target | awk 'NR == 2 { print $4 }')
+if [ "${free_mb:-0}" -lt 6000 ]; then
+  echo "warning: only ${free_mb} MB free for target/; the suite needs about 4 GB (builds, fuzz targets, test stores)" >&2
+fi
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy (warnings denied)"
