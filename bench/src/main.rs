@@ -14,6 +14,7 @@ mod audit;
 mod explorer;
 mod hook;
 mod ingest;
+mod interrupt;
 mod procfs;
 mod push;
 mod soak;
@@ -56,7 +57,7 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.bench {
+    interrupt::run(move || match cli.bench {
         Bench::Ingest(a) => ingest::run(a),
         Bench::Hook(a) => hook::run(&a),
         Bench::Push(a) => push::run(&a),
@@ -65,5 +66,5 @@ fn main() -> anyhow::Result<()> {
         Bench::Attest(a) => attest::run(&a),
         Bench::Audit(a) => audit::run(&a),
         Bench::Soak(a) => soak::run(&a),
-    }
+    })
 }
