@@ -7,7 +7,8 @@
 //! main thread sends SIGTERM to every child process; the benchmark's next step then fails, and it
 //! unwinds through its guards. The process exits with 130 once it has, or after [`GRACE`].
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 use tokio::signal::unix::{signal, SignalKind};
@@ -15,6 +16,32 @@ use tokio::sync::oneshot;
 
 /// How long an interrupted benchmark gets to unwind before the process exits anyway.
 pub const GRACE: Duration = Duration::from_secs(15);
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a signal asked the benchmark to stop: long waits and loops check it, since they
+/// would not otherwise notice their servers are gone.
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::Relaxed)
+}
+
+/// `Err` once a signal asked the benchmark to stop.
+pub fn check() -> anyhow::Result<()> {
+    if requested() {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Sleeps for `d`, or until a signal asks the benchmark to stop (then `Err`).
+pub fn sleep(d: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + d;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        check()?;
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+    check()
+}
 
 /// Runs `bench` on a worker thread and returns its result, or exits the process with 130 after
 /// SIGINT or SIGTERM (see the module doc).
@@ -47,6 +74,7 @@ pub fn run(bench: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyho
         Err(signo) => signo,
     };
     eprintln!("\nprovenix-bench: {signo}: stopping the processes this benchmark started");
+    REQUESTED.store(true, Ordering::Relaxed);
     let stopped = stop_children();
     eprintln!("provenix-bench: sent SIGTERM to {stopped} child process(es); cleaning up");
     let unwound = rt.block_on(async { tokio::time::timeout(GRACE, done).await.is_ok() });
@@ -92,7 +120,23 @@ fn parent(stat: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::parent;
+    use super::{parent, sleep, Ordering, REQUESTED};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_stop_request_ends_a_long_sleep() {
+        assert!(sleep(Duration::from_millis(10)).is_ok());
+        let t0 = Instant::now();
+        let setter = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            REQUESTED.store(true, Ordering::Relaxed);
+        });
+        let err = sleep(Duration::from_secs(600)).unwrap_err();
+        setter.join().unwrap();
+        assert_eq!(err.to_string(), "interrupted");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        REQUESTED.store(false, Ordering::Relaxed);
+    }
 
     #[test]
     fn parent_pid_from_a_stat_line() {

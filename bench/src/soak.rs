@@ -188,7 +188,10 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
         // Memory sampler and progress.
         let mut last_print = Instant::now();
         while shared.t0.elapsed() < total {
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            for _ in 0..50 {
+                crate::interrupt::check()?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             let rss = status_bytes(pid, "VmRSS:");
             shared.with(|win| win.rss.push(rss));
             if last_print.elapsed() >= Duration::from_secs(60) {

@@ -328,7 +328,7 @@ pub fn run(args: &SubstituterArgs) -> anyhow::Result<()> {
             nginx.url,
             cache.display()
         );
-        std::thread::sleep(Duration::from_secs(args.pause_secs));
+        crate::interrupt::sleep(Duration::from_secs(args.pause_secs))?;
     }
 
     // --- warm narinfo latency ---
