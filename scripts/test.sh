@@ -66,7 +66,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-false}"
 export CARGO_PROFILE_DEV_STRIP="${CARGO_PROFILE_DEV_STRIP:-debuginfo}"
 mkdir -p target
-free_mb=$(df -Pm target | awk 'NR == 2 { print $4 }')
+free_mb=$(df -Pm target 2>/dev/null | awk 'NR == 2 { print $4 }' || true)
 if [ "${free_mb:-0}" -lt 4000 ]; then
   echo "warning: only ${free_mb} MB free for target/; a fresh run peaks at about 2.6 GB (builds and fuzz targets)" >&2
 fi

@@ -19,15 +19,10 @@ pub const GRACE: Duration = Duration::from_secs(15);
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
-/// Whether a signal asked the benchmark to stop: long waits and loops check it, since they
+/// `Err` once a signal asked the benchmark to stop: long waits and loops check it, since they
 /// would not otherwise notice their servers are gone.
-pub fn requested() -> bool {
-    REQUESTED.load(Ordering::Relaxed)
-}
-
-/// `Err` once a signal asked the benchmark to stop.
 pub fn check() -> anyhow::Result<()> {
-    if requested() {
+    if REQUESTED.load(Ordering::Relaxed) {
         anyhow::bail!("interrupted");
     }
     Ok(())
@@ -88,39 +83,18 @@ pub fn run(bench: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyho
     std::process::exit(130)
 }
 
-/// Sends SIGTERM to every process whose parent is this one; returns how many.
+/// Sends SIGTERM to every child of this process; returns how many were signalled.
 fn stop_children() -> usize {
-    let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut n = 0;
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
-            continue;
-        };
-        if parent(&stat) == Some(me) {
-            let signalled = rustix::process::Pid::from_raw(pid)
-                .is_some_and(|pid| rustix::process::kill_process(pid, Signal::TERM).is_ok());
-            n += usize::from(signalled);
-        }
-    }
-    n
-}
-
-/// The parent pid in a `/proc/PID/stat` line: `pid (comm) state ppid …`, where comm may hold
-/// spaces and parentheses, so the fields are counted from the last `)`.
-fn parent(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    crate::procfs::children()
+        .into_iter()
+        .filter_map(|pid| rustix::process::Pid::from_raw(i32::try_from(pid).ok()?))
+        .filter(|&pid| rustix::process::kill_process(pid, Signal::TERM).is_ok())
+        .count()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{parent, sleep, Ordering, REQUESTED};
+    use super::{sleep, Ordering, REQUESTED};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -136,25 +110,5 @@ mod tests {
         assert_eq!(err.to_string(), "interrupted");
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         REQUESTED.store(false, Ordering::Relaxed);
-    }
-
-    #[test]
-    fn parent_pid_from_a_stat_line() {
-        assert_eq!(parent("42 (nginx) S 7 42 42 0 -1"), Some(7));
-        assert_eq!(parent("42 (a b) c) (d) R 1234 1 1"), Some(1234));
-        assert_eq!(parent("42 (nginx"), None);
-        assert_eq!(parent("42 (x) S"), None);
-    }
-
-    #[test]
-    fn this_process_is_its_childs_parent() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
-        assert_eq!(parent(&stat), Some(std::process::id()));
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
 }

@@ -17,16 +17,47 @@ pub fn status_bytes(pid: u32, key: &str) -> u64 {
         * 1024
 }
 
-/// Two clock-tick fields of a `/proc/.../stat` file (numbered from the first after the command
-/// name), summed, in seconds.
+/// Field `i` of a `/proc/.../stat` line, numbered from the first after the command name (0 is
+/// the state, 1 the parent pid). The command name may hold spaces and parentheses, so fields
+/// are counted from the last `)`.
+fn stat_field(stat: &str, i: usize) -> Option<&str> {
+    stat.rsplit_once(')')?.1.split_whitespace().nth(i)
+}
+
+/// Two clock-tick fields of a `/proc/.../stat` file (numbered as in [`stat_field`]), summed,
+/// in seconds.
 fn stat_secs(path: &str, a: usize, b: usize) -> f64 {
     let Ok(s) = std::fs::read_to_string(path) else {
         return 0.0;
     };
-    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let get = |i: usize| {
+        stat_field(&s, i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (get(a) + get(b)) / 100.0
+}
+
+/// The parent pid in a `/proc/PID/stat` line.
+fn parent(stat: &str) -> Option<u32> {
+    stat_field(stat, 1)?.parse().ok()
+}
+
+/// The pids of this process's children: every process whose `/proc/PID/stat` names this one as
+/// its parent. A process that is gone by the time it is read is skipped.
+pub fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let pid = p.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
+            (parent(&stat) == Some(me)).then_some(pid)
+        })
+        .collect()
 }
 
 /// utime + stime of a process, in seconds.
@@ -68,4 +99,30 @@ pub async fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> {
         .execute(&mut c)
         .await?;
     Ok(admin.replacen("/postgres?", &format!("/{name}?"), 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{children, parent};
+
+    #[test]
+    fn parent_pid_from_a_stat_line() {
+        assert_eq!(parent("42 (nginx) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parent("42 (a b) c) (d) R 1234 1 1"), Some(1234));
+        assert_eq!(parent("42 (nginx"), None);
+        assert_eq!(parent("42 (x) S"), None);
+    }
+
+    #[test]
+    fn this_process_is_its_childs_parent() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        assert_eq!(parent(&stat), Some(std::process::id()));
+        assert!(children().contains(&child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

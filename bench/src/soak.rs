@@ -188,10 +188,8 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
         // Memory sampler and progress.
         let mut last_print = Instant::now();
         while shared.t0.elapsed() < total {
-            for _ in 0..50 {
-                crate::interrupt::check()?;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            crate::interrupt::check()?;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             let rss = status_bytes(pid, "VmRSS:");
             shared.with(|win| win.rss.push(rss));
             if last_print.elapsed() >= Duration::from_secs(60) {
