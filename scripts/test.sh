@@ -27,6 +27,7 @@ command -v chromium    >/dev/null 2>&1 || need+=(chromium)
 [ -e /usr/include/lzma.h ]              || need+=(liblzma-dev)   # xz NARs (substituter)
 [ -e /usr/include/bzlib.h ]             || need+=(libbz2-dev)    # bzip2 NARs (substituter)
 command -v python3     >/dev/null 2>&1 || need+=(python3)       # static upstream caches in tests
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)  # the Python checkers' venv
 command -v c++         >/dev/null 2>&1 || need+=(g++)           # libFuzzer (fuzz smoke)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
